@@ -1,0 +1,206 @@
+"""The protocol: transforms as pytree data, ``chain``, ``identity`` and ``apply_updates``.
+
+A transform is any object with ``init(params) -> state`` and
+``update(updates, state, params=None, **extra) -> (updates, new_state)``. gradflow's own transforms
+are frozen dataclasses registered as pytrees: numeric hyperparameters are leaves (so ``jax.jit`` does
+not recompile for a new value, ``jax.vmap`` maps over a batch of optimizers and ``jax.grad`` reaches
+them), structural choices are static fields. ``extra`` carries ``value``, ``value_fn`` and ``grad_fn``
+to the transforms that need them; every transform ignores the extra arguments it does not use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, NamedTuple, TypeVar
+
+import jax
+import jax.numpy as jnp
+
+from gradflow import tree
+
+__all__ = [
+    "Transform",
+    "EmptyState",
+    "pytree_dataclass",
+    "static_field",
+    "Chain",
+    "chain",
+    "Identity",
+    "identity",
+    "ForeignTransform",
+    "apply_updates",
+]
+
+T = TypeVar("T")
+
+
+def static_field(**kwargs: Any) -> Any:
+    """A dataclass field that is part of the tree structure (a flag, a dtype), not a leaf."""
+    return dataclasses.field(metadata={"static": True}, **kwargs)
+
+
+def pytree_dataclass(cls: type[T]) -> type[T]:
+    """Make ``cls`` a frozen dataclass registered as a pytree.
+
+    Fields declared with :func:`static_field` are static; every other field is a child (a leaf, or a
+    nested transform).
+    """
+    cls = dataclasses.dataclass(frozen=True)(cls)
+    fields = dataclasses.fields(cls)
+    jax.tree_util.register_dataclass(
+        cls,
+        data_fields=[f.name for f in fields if not f.metadata.get("static", False)],
+        meta_fields=[f.name for f in fields if f.metadata.get("static", False)],
+    )
+    return cls
+
+
+class EmptyState(NamedTuple):
+    """The state of a stateless transform."""
+
+
+class Transform:
+    """Base class of gradflow transforms: an ``(init, update)`` pair that is also pytree data.
+
+    Subclasses are declared with :func:`pytree_dataclass`. Iterating a transform yields
+    ``(init, update)``, the shape that ``optax.chain`` unpacks, so a gradflow transform can sit in an
+    optax chain as it is.
+    """
+
+    def init(self, params: Any) -> Any:
+        """Build the state for ``params``."""
+        raise NotImplementedError
+
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
+        """Transform ``updates``; return ``(new_updates, new_state)``."""
+        raise NotImplementedError
+
+    def __iter__(self):
+        return iter((self.init, self.update))
+
+
+@pytree_dataclass
+class Identity(Transform):
+    """Pass the updates through unchanged: ``u ← g``."""
+
+    def init(self, params):
+        return EmptyState()
+
+    def update(self, updates, state, params=None, **extra):
+        return updates, state
+
+
+def identity() -> Identity:
+    """The transform that leaves updates unchanged (the unit of :func:`chain`).
+
+    Example:
+      >>> import gradflow
+      >>> gradflow.identity().update({"w": 1.0}, gradflow.EmptyState())[0]
+      {'w': 1.0}
+    """
+    return Identity()
+
+
+@pytree_dataclass
+class ForeignTransform(Transform):
+    """A transform from another library (e.g. an optax ``GradientTransformation``) inside gradflow.
+
+    Its closures are a static field, so it cannot be vmapped over, but it composes with gradflow
+    transforms in :func:`chain`. Extra arguments are forwarded when its ``update`` accepts them.
+    """
+
+    inner: Any = static_field()
+
+    def init(self, params):
+        return self.inner.init(params)
+
+    def update(self, updates, state, params=None, **extra):
+        if extra and not _accepts_extra_args(self.inner.update):
+            extra = {}
+        return self.inner.update(updates, state, params, **extra)
+
+
+def _accepts_extra_args(fn: Any) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _as_transform(tx: Any, position: int) -> Transform:
+    if isinstance(tx, Transform):
+        return tx
+    if callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None)):
+        return ForeignTransform(tx)
+    raise TypeError(
+        f"chain: argument {position} must be a transform with init and update methods, got {type(tx).__name__}"
+    )
+
+
+@pytree_dataclass
+class Chain(Transform):
+    """Apply transforms in sequence; the state is the tuple of their states."""
+
+    transforms: tuple[Transform, ...]
+
+    def init(self, params):
+        return tuple(t.init(params) for t in self.transforms)
+
+    def update(self, updates, state, params=None, **extra):
+        if not isinstance(state, tuple) or len(state) != len(self.transforms):
+            got = f"a {type(state).__name__} of length {len(state)}" if isinstance(state, tuple) else type(state).__name__
+            raise ValueError(
+                f"chain of {len(self.transforms)} transforms got {got} as its state; "
+                "pass the state that this chain's init returned"
+            )
+        new_state = []
+        for transform, inner_state in zip(self.transforms, state):
+            updates, inner_state = transform.update(updates, inner_state, params, **extra)
+            new_state.append(inner_state)
+        return updates, tuple(new_state)
+
+
+def chain(*transforms: Any) -> Chain:
+    """Compose transforms: the updates flow through each in order.
+
+    Nested chains are flattened, so ``chain(chain(a, b), c)`` and ``chain(a, chain(b, c))`` are the
+    same object as ``chain(a, b, c)`` (associativity holds exactly, states included). Objects with
+    ``init``/``update`` methods that are not gradflow transforms (optax transforms) are wrapped in a
+    :class:`ForeignTransform`.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow
+      >>> tx = gradflow.chain(gradflow.clip(1.0), gradflow.scale_by_learning_rate(0.1))
+      >>> params = {"w": jnp.array([3.0, -0.5])}
+      >>> updates, state = tx.update(params, tx.init(params), params)
+      >>> updates["w"]
+      Array([-0.1 ,  0.05], dtype=float32)
+    """
+    flat: list[Transform] = []
+    for position, tx in enumerate(transforms):
+        tx = _as_transform(tx, position)
+        flat.extend(tx.transforms if isinstance(tx, Chain) else (tx,))
+    return Chain(tuple(flat))
+
+
+def apply_updates(params: Any, updates: Any) -> Any:
+    """``params + updates`` leaf by leaf, keeping each parameter's dtype; ``None`` leaves pass through.
+
+    Raises:
+      TypeError: if a parameter is not floating point (it would be truncated silently).
+      TreeMismatchError: if ``updates`` and ``params`` differ in structure or shape.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow
+      >>> gradflow.apply_updates({"w": jnp.ones(2, jnp.bfloat16)}, {"w": jnp.full(2, 0.5)})["w"].dtype
+      dtype(bfloat16)
+    """
+    tree.check_float_leaves(params)
+    return tree.map(
+        lambda p, u: jnp.asarray(p + u).astype(jnp.result_type(p)) if u is not None else p,
+        params,
+        updates,
+        names=("params", "updates"),
+    )

@@ -1,0 +1,288 @@
+"""The named optimizers of the seeds, each a ``chain`` of primitives with optax's names and defaults.
+
+Switching from optax is a rename of the import. Where the seeds' textbook form differs from optax's
+default, an argument reaches it (documented on each function and in the README).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gradflow.core import Chain, chain, identity
+from gradflow.transforms.elementwise import scale_by_learning_rate, sign
+from gradflow.transforms.moments import ewma
+from gradflow.transforms.nesterov import lookahead_gradient
+from gradflow.transforms.regularization import add_decayed_weights
+from gradflow.transforms.scaling import (
+    scale_by_adadelta,
+    scale_by_adam,
+    scale_by_adamax,
+    scale_by_amsgrad,
+    scale_by_lion,
+    scale_by_rms,
+    scale_by_rss,
+    scale_by_stddev,
+)
+from gradflow.validation import check_learning_rate, check_range
+
+__all__ = [
+    "sgd",
+    "nag",
+    "adagrad",
+    "rmsprop",
+    "adadelta",
+    "adam",
+    "adamw",
+    "nadam",
+    "adamax",
+    "amsgrad",
+    "lion",
+    "sign_sgd",
+    "signum",
+]
+
+
+def _momentum(owner: str, momentum: Any, nesterov: bool, dtype: Any = None):
+    if momentum is None:
+        return identity()
+    check_range(owner, "momentum", momentum, 0.0, 1.0)
+    return ewma(momentum, kind="momentum", nesterov=nesterov, dtype=dtype)
+
+
+def sgd(learning_rate: Any, momentum: Any = None, nesterov: bool = False, accumulator_dtype: Any = None) -> Chain:
+    """Stochastic gradient descent, with optional heavy-ball or Nesterov momentum.
+
+    θ ← θ − η·g; with momentum γ (Polyak, 1964; seed 002 eqs. 1–2): m ← γm + g, θ ← θ − η·m, whose
+    terminal step on a constant gradient is η·g/(1−γ). ``nesterov=True`` uses g + γ·m, the
+    reformulation of NAG at the shifted point θ − γ·m (Sutskever et al., 2013); see :func:`nag`.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow
+      >>> tx = gradflow.sgd(0.1, momentum=0.9)
+      >>> params = jnp.array([1.0]); state = tx.init(params)
+      >>> updates, state = tx.update(jnp.array([2.0]), state, params)
+      >>> updates
+      Array([-0.2], dtype=float32)
+    """
+    check_learning_rate("sgd", learning_rate)
+    return chain(_momentum("sgd", momentum, nesterov, accumulator_dtype), scale_by_learning_rate(learning_rate))
+
+
+def nag(learning_rate: Any, momentum: Any = 0.9) -> Chain:
+    """Nesterov's accelerated gradient in its look-ahead form (Nesterov, 1983; seed 000 §5.1.3):
+
+    m ← γ·m + η·∇L(θ − γ·m),  θ ← θ − m.
+
+    The gradient is evaluated at the look-ahead point through the ``grad_fn`` extra argument, so
+    ``update`` must be called as ``tx.update(grads, state, params, grad_fn=jax.grad(loss))``.
+    ``sgd(learning_rate, momentum, nesterov=True)`` is the same algorithm expressed in the shifted
+    variable θ − γ·m and needs only the current gradient.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, gradflow
+      >>> loss = lambda p: jnp.sum(p ** 2)
+      >>> tx = gradflow.nag(0.1, momentum=0.9)
+      >>> params = jnp.array([1.0]); state = tx.init(params)
+      >>> updates, state = tx.update(jax.grad(loss)(params), state, params, grad_fn=jax.grad(loss))
+      >>> updates
+      Array([-0.2], dtype=float32)
+    """
+    check_learning_rate("nag", learning_rate)
+    check_range("nag", "momentum", momentum, 0.0, 1.0)
+    inner = chain(ewma(momentum, kind="momentum"), scale_by_learning_rate(learning_rate))
+    return chain(lookahead_gradient(inner, momentum))
+
+
+def adagrad(learning_rate: Any, initial_accumulator_value: Any = 0.1, eps: Any = 1e-7) -> Chain:
+    """AdaGrad (Duchi et al., 2011): s ← s + g², θ ← θ − η·g/√(s + ε).
+
+    Defaults are optax's. The seeds' textbook form (seed 002: s₀ = 0, ε = 1e-10) is
+    ``adagrad(lr, initial_accumulator_value=0.0, eps=1e-10)``. On a constant gradient the effective
+    rate η/√(t·g² + s₀ + ε) decays like 1/√t.
+    """
+    check_learning_rate("adagrad", learning_rate)
+    return chain(scale_by_rss(initial_accumulator_value, eps), scale_by_learning_rate(learning_rate))
+
+
+def rmsprop(
+    learning_rate: Any,
+    decay: Any = 0.9,
+    eps: Any = 1e-8,
+    initial_scale: Any = 0.0,
+    eps_in_sqrt: bool = True,
+    centered: bool = False,
+    momentum: Any = None,
+    nesterov: bool = False,
+    bias_correction: bool = False,
+) -> Chain:
+    """RMSprop (Hinton, 2012; seed 000 §5.1.5, seed 002 eqs. 10–11): s ← γs + (1−γ)g², θ ← θ − η·g/√(s + ε).
+
+    ``centered=True`` divides by √(E[g²] − E[g]² + ε) (Graves, 2013). ``momentum`` adds a heavy-ball
+    buffer over the scaled step (m ← γ_m·m + η·g/√(s+ε), θ ← θ − m), as optax and TensorFlow do.
+    """
+    check_learning_rate("rmsprop", learning_rate)
+    scaling = scale_by_stddev if centered else scale_by_rms
+    return chain(
+        scaling(decay, eps, initial_scale, eps_in_sqrt, bias_correction),
+        scale_by_learning_rate(learning_rate),
+        _momentum("rmsprop", momentum, nesterov),
+    )
+
+
+def adadelta(
+    learning_rate: Any = None,
+    rho: Any = 0.9,
+    eps: Any = 1e-6,
+    weight_decay: Any = 0.0,
+    weight_decay_mask: Any = None,
+) -> Chain:
+    """Adadelta (Zeiler, 2012; seed 002 eqs. 12–15), which needs no learning rate:
+
+    s ← ρs + (1−ρ)g²,  g' = √(Δ + ε)/√(s + ε)·g,  Δ ← ρΔ + (1−ρ)g'²,  θ ← θ − g'.
+
+    ``learning_rate=None`` means 1 (the seed's rule) and the step descends. optax's
+    ``adadelta(learning_rate=None)`` skips the sign flip and ascends; gradflow does not copy that.
+    """
+    if learning_rate is None:
+        learning_rate = 1.0
+    check_learning_rate("adadelta", learning_rate)
+    return chain(
+        add_decayed_weights(weight_decay, weight_decay_mask),
+        scale_by_adadelta(rho, eps),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def adam(
+    learning_rate: Any,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    mu_dtype: Any = None,
+    *,
+    nu_dtype: Any = None,
+    nesterov: bool = False,
+) -> Chain:
+    """Adam (Kingma & Ba, 2015; seed 000 §5.1.7, seed 002 eqs. 16–19):
+
+    m ← b1·m + (1−b1)g,  v ← b2·v + (1−b2)g²,  m̂ = m/(1−b1^t),  v̂ = v/(1−b2^t),
+    θ ← θ − η·m̂/(√(v̂ + eps_root) + eps).
+
+    The seeds put ε inside the root: ``adam(lr, eps=0.0, eps_root=1e-8)``. ``mu_dtype``/``nu_dtype``
+    set the dtypes of the two moment buffers (optax has only the first).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow
+      >>> tx = gradflow.adam(0.1)
+      >>> params = {"w": jnp.array([1.0, -1.0])}; state = tx.init(params)
+      >>> updates, state = tx.update({"w": jnp.array([0.5, -3.0])}, state, params)
+      >>> updates["w"]  # the first Adam step is −η·sign(g)
+      Array([-0.1,  0.1], dtype=float32)
+    """
+    check_learning_rate("adam", learning_rate)
+    return chain(
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nu_dtype=nu_dtype, nesterov=nesterov),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def adamw(
+    learning_rate: Any,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    mu_dtype: Any = None,
+    weight_decay: Any = 1e-4,
+    mask: Any = None,
+    *,
+    nu_dtype: Any = None,
+    nesterov: bool = False,
+) -> Chain:
+    """AdamW (Loshchilov & Hutter, 2019): θ ← θ − η·(m̂/(√(v̂ + eps_root) + eps) + λ·θ)."""
+    check_learning_rate("adamw", learning_rate)
+    return chain(
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nu_dtype=nu_dtype, nesterov=nesterov),
+        add_decayed_weights(weight_decay, mask),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def nadam(
+    learning_rate: Any,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    mu_dtype: Any = None,
+    *,
+    nu_dtype: Any = None,
+    nesterov: bool = True,
+) -> Chain:
+    """NAdam (Dozat, 2016): Adam whose first moment looks one step ahead,
+
+    m̂ = b1·m_t/(1−b1^(t+1)) + (1−b1)·g_t/(1−b1^t),  θ ← θ − η·m̂/(√(v̂ + eps_root) + eps).
+    """
+    check_learning_rate("nadam", learning_rate)
+    return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype=nu_dtype, nesterov=nesterov)
+
+
+def adamax(learning_rate: Any, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> Chain:
+    """AdaMax (Kingma & Ba, 2015, §7.1): u ← max(b2·u, |g| + eps), θ ← θ − η·m̂/u."""
+    check_learning_rate("adamax", learning_rate)
+    return chain(scale_by_adamax(b1, b2, eps), scale_by_learning_rate(learning_rate))
+
+
+def amsgrad(
+    learning_rate: Any,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    mu_dtype: Any = None,
+    bias_correction_mu: bool = True,
+    bias_correction_nu: bool = True,
+    *,
+    nu_dtype: Any = None,
+) -> Chain:
+    """AMSGrad (Reddi et al., 2018; seed 003): v̂_max ← max(v̂_max, v̂), θ ← θ − η·m̂/(√(v̂_max + eps_root) + eps).
+
+    Defaults are optax's (maximum over the bias-corrected v̂). The paper's rule, without bias
+    correction and with the maximum over raw v, is ``bias_correction_mu=False, bias_correction_nu=False``.
+    """
+    check_learning_rate("amsgrad", learning_rate)
+    return chain(
+        scale_by_amsgrad(b1, b2, eps, eps_root, mu_dtype, bias_correction_mu, bias_correction_nu, nu_dtype=nu_dtype),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def lion(
+    learning_rate: Any,
+    b1: Any = 0.9,
+    b2: Any = 0.99,
+    mu_dtype: Any = None,
+    weight_decay: Any = 1e-3,
+    mask: Any = None,
+) -> Chain:
+    """Lion (Chen et al., 2023): θ ← θ − η·(sign(b1·m + (1−b1)·g) + λ·θ), then m ← b2·m + (1−b2)·g."""
+    check_learning_rate("lion", learning_rate)
+    return chain(
+        scale_by_lion(b1, b2, mu_dtype),
+        add_decayed_weights(weight_decay, mask),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def sign_sgd(learning_rate: Any) -> Chain:
+    """signSGD (Bernstein et al., 2018; seed 004's ODE view θ' = −sign(∇L)): θ ← θ − η·sign(g)."""
+    check_learning_rate("sign_sgd", learning_rate)
+    return chain(sign(), scale_by_learning_rate(learning_rate))
+
+
+def signum(learning_rate: Any, beta: Any = 0.9, accumulator_dtype: Any = None) -> Chain:
+    """Signum (Bernstein et al., 2018): m ← β·m + (1−β)·g, θ ← θ − η·sign(m)."""
+    check_learning_rate("signum", learning_rate)
+    check_range("signum", "beta", beta, 0.0, 1.0)
+    return chain(ewma(beta, dtype=accumulator_dtype), sign(), scale_by_learning_rate(learning_rate))

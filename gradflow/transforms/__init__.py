@@ -1,0 +1,1 @@
+"""The primitives every gradflow optimizer is built from, one family per module."""

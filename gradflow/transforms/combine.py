@@ -1,0 +1,95 @@
+"""Combinators over branches: several statistics of the same raw updates, joined leaf by leaf.
+
+Adam's step m̂ / (√v̂ + ε) is ``ratio(numerator, denominator)`` where each branch is a chain of
+primitives that sees the same incoming gradient. Swapping one branch gives another optimizer: replace
+the denominator's ``ewma`` by a ``running_max`` of it and Adam becomes AMSGrad.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import jax.numpy as jnp
+
+from gradflow import tree
+from gradflow.core import Transform, chain, pytree_dataclass, static_field
+from gradflow.validation import check_range
+
+__all__ = ["Combine", "ratio", "product", "total", "difference", "interpolate"]
+
+_OPS = {
+    "divide": lambda a, b, w: a / b,
+    "multiply": lambda a, b, w: a * b,
+    "add": lambda a, b, w: a + b,
+    "subtract": lambda a, b, w: a - b,
+    "interpolate": lambda a, b, w: w * a + (1 - w) * b,
+}
+
+
+@pytree_dataclass
+class Combine(Transform):
+    """Feed the same updates to two branches and join their outputs with ``op``.
+
+    ``op`` is one of ``divide`` (a / b), ``multiply`` (a · b), ``add`` (a + b), ``subtract`` (a − b),
+    ``interpolate`` (weight · a + (1 − weight) · b). The state is the pair of branch states.
+    """
+
+    first: Transform
+    second: Transform
+    weight: Any = None
+    op: Literal["divide", "multiply", "add", "subtract", "interpolate"] = static_field(default="divide")
+
+    def init(self, params):
+        return (self.first.init(params), self.second.init(params))
+
+    def update(self, updates, state, params=None, **extra):
+        a, first_state = self.first.update(updates, state[0], params, **extra)
+        b, second_state = self.second.update(updates, state[1], params, **extra)
+        join = _OPS[self.op]
+        out = tree.map(
+            lambda u, x, y: jnp.asarray(join(x, y, self.weight)).astype(jnp.result_type(u)),
+            updates,
+            a,
+            b,
+            names=("updates", "first branch", "second branch"),
+        )
+        return out, (first_state, second_state)
+
+
+def _branch(tx: Any) -> Transform:
+    return chain(tx) if not isinstance(tx, Transform) else tx
+
+
+def ratio(numerator: Any, denominator: Any) -> Combine:
+    """Leafwise ``numerator(u) / denominator(u)`` over two branches of the same updates.
+
+    Example (Adam's direction from primitives):
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.ratio(gf.chain(gf.ewma(0.9), gf.bias_correction(0.9)),
+      ...               gf.chain(gf.square(), gf.ewma(0.999), gf.bias_correction(0.999), gf.root(eps=1e-8)))
+      >>> g = jnp.array([0.3, -2.0])
+      >>> tx.update(g, tx.init(g))[0]  # the first Adam direction is sign(g)
+      Array([ 1., -1.], dtype=float32)
+    """
+    return Combine(_branch(numerator), _branch(denominator), None, "divide")
+
+
+def product(first: Any, second: Any) -> Combine:
+    """Leafwise ``first(u) · second(u)``."""
+    return Combine(_branch(first), _branch(second), None, "multiply")
+
+
+def total(first: Any, second: Any) -> Combine:
+    """Leafwise ``first(u) + second(u)``."""
+    return Combine(_branch(first), _branch(second), None, "add")
+
+
+def difference(first: Any, second: Any) -> Combine:
+    """Leafwise ``first(u) − second(u)`` (e.g. E[g²] − E[g]² for centered RMSprop)."""
+    return Combine(_branch(first), _branch(second), None, "subtract")
+
+
+def interpolate(first: Any, second: Any, weight: Any) -> Combine:
+    """Leafwise ``weight · first(u) + (1 − weight) · second(u)`` with ``weight`` in [0, 1]."""
+    check_range("interpolate", "weight", weight, 0.0, 1.0, high_open=False)
+    return Combine(_branch(first), _branch(second), weight, "interpolate")

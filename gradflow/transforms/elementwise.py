@@ -1,0 +1,199 @@
+"""Stateless elementwise primitives: square, absolute value, sign, root, shift and scalings.
+
+Each maps ``u ← f(u)`` over the leaves of the updates and returns them in the incoming dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+
+from gradflow import tree
+from gradflow.core import EmptyState, Transform, pytree_dataclass, static_field
+from gradflow.validation import check_learning_rate, check_nonnegative, check_number
+
+__all__ = [
+    "Elementwise",
+    "Square",
+    "Absolute",
+    "Sign",
+    "Root",
+    "Shift",
+    "Scale",
+    "ScaleByLearningRate",
+    "Clip",
+    "square",
+    "absolute",
+    "sign",
+    "root",
+    "shift",
+    "scale",
+    "scale_by_learning_rate",
+    "clip",
+]
+
+
+class Elementwise(Transform):
+    """Base of stateless transforms ``u ← f(u)``; subclasses define :meth:`apply` on one leaf."""
+
+    def apply(self, u: Any) -> Any:
+        raise NotImplementedError
+
+    def init(self, params):
+        return EmptyState()
+
+    def update(self, updates, state, params=None, **extra):
+        out = tree.map(lambda u: jnp.asarray(self.apply(u)).astype(jnp.result_type(u)), updates)
+        return out, state
+
+
+@pytree_dataclass
+class Square(Elementwise):
+    """``u ← u²`` (``|u|²`` for complex updates)."""
+
+    def apply(self, u):
+        return jnp.real(u * jnp.conj(u)) if jnp.iscomplexobj(u) else jnp.square(u)
+
+
+@pytree_dataclass
+class Absolute(Elementwise):
+    """``u ← |u|``."""
+
+    def apply(self, u):
+        return jnp.abs(u)
+
+
+@pytree_dataclass
+class Sign(Elementwise):
+    """``u ← sign(u)`` (0 where ``u = 0``): signSGD, Bernstein et al. 2018."""
+
+    def apply(self, u):
+        return jnp.sign(u)
+
+
+@pytree_dataclass
+class Root(Elementwise):
+    """``u ← sqrt(u + eps_root) + eps``: the denominator of RMSprop and Adam.
+
+    ``eps_root`` is the textbook's ε inside the root (seeds: s ← s / √(s + ε)); ``eps`` is optax's ε
+    outside it. Both may be set.
+    """
+
+    eps: Any = 0.0
+    eps_root: Any = 0.0
+
+    def apply(self, u):
+        return jnp.sqrt(u + self.eps_root) + self.eps
+
+
+@pytree_dataclass
+class Shift(Elementwise):
+    """``u ← u + offset``."""
+
+    offset: Any
+
+    def apply(self, u):
+        return u + self.offset
+
+
+@pytree_dataclass
+class Scale(Elementwise):
+    """``u ← step_size · u``."""
+
+    step_size: Any
+
+    def apply(self, u):
+        return self.step_size * u
+
+
+@pytree_dataclass
+class ScaleByLearningRate(Elementwise):
+    """``u ← −learning_rate · u`` (``+learning_rate · u`` with ``flip_sign=False``)."""
+
+    learning_rate: Any
+    flip_sign: bool = static_field(default=True)
+
+    def apply(self, u):
+        return (-self.learning_rate if self.flip_sign else self.learning_rate) * u
+
+
+@pytree_dataclass
+class Clip(Elementwise):
+    """``u ← min(max(u, −max_delta), max_delta)``."""
+
+    max_delta: Any
+
+    def apply(self, u):
+        return jnp.clip(u, -self.max_delta, self.max_delta)
+
+
+def square() -> Square:
+    """``u ← u²``, the input of second-moment statistics.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow
+      >>> gradflow.square().update(jnp.array([-2.0, 3.0]), None)[0]
+      Array([4., 9.], dtype=float32)
+    """
+    return Square()
+
+
+def absolute() -> Absolute:
+    """``u ← |u|``, the input of AdaMax's infinity-norm statistic."""
+    return Absolute()
+
+
+def sign() -> Sign:
+    """``u ← sign(u)``; chained with a learning rate this is signSGD (Bernstein et al., 2018).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow
+      >>> gradflow.sign().update(jnp.array([-2.0, 0.0, 3.0]), None)[0]
+      Array([-1.,  0.,  1.], dtype=float32)
+    """
+    return Sign()
+
+
+def root(eps: Any = 0.0, eps_root: Any = 0.0) -> Root:
+    """``u ← sqrt(u + eps_root) + eps`` (ε inside the root: textbook; outside: optax's Adam)."""
+    check_nonnegative("root", "eps", eps)
+    check_nonnegative("root", "eps_root", eps_root)
+    return Root(eps, eps_root)
+
+
+def shift(offset: Any) -> Shift:
+    """``u ← u + offset``."""
+    return Shift(check_number("shift", "offset", offset))
+
+
+def scale(step_size: Any) -> Scale:
+    """``u ← step_size · u``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow
+      >>> gradflow.scale(0.5).update(jnp.array([2.0]), None)[0]
+      Array([1.], dtype=float32)
+    """
+    return Scale(check_number("scale", "step_size", step_size))
+
+
+def scale_by_learning_rate(learning_rate: Any, *, flip_sign: bool = True) -> ScaleByLearningRate:
+    """``u ← −learning_rate · u``: turns a descent direction into the step added to the parameters.
+
+    Args:
+      learning_rate: η ≥ 0, a number or an array (a leaf of the optimizer's pytree).
+      flip_sign: multiply by ``+learning_rate`` instead (for ascent).
+    """
+    return ScaleByLearningRate(check_learning_rate("scale_by_learning_rate", learning_rate), flip_sign)
+
+
+def clip(max_delta: Any) -> Clip:
+    """Clip every coordinate of the updates to ``[−max_delta, max_delta]``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow
+      >>> gradflow.clip(1.0).update(jnp.array([-3.0, 0.5]), None)[0]
+      Array([-1. ,  0.5], dtype=float32)
+    """
+    return Clip(check_nonnegative("clip", "max_delta", max_delta))

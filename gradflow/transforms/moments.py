@@ -1,0 +1,271 @@
+"""Stateful statistics of the updates: moving averages, bias correction, sums and running maxima.
+
+Each keeps one buffer shaped like the parameters (or one int32 counter) and outputs in the incoming
+dtype; buffers keep the dtype they were created with, whatever the dtype of the hyperparameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradflow import tree
+from gradflow.core import Transform, pytree_dataclass, static_field
+from gradflow.validation import check_nonnegative, check_number, check_range
+
+__all__ = [
+    "EWMA",
+    "EWMAState",
+    "BiasCorrection",
+    "CountState",
+    "Accumulate",
+    "SumState",
+    "RunningMax",
+    "MaxState",
+    "InterpolatedMomentum",
+    "ScaleByUpdateRMS",
+    "UpdateRMSState",
+    "ewma",
+    "bias_correction",
+    "accumulate",
+    "running_max",
+    "interpolated_momentum",
+    "scale_by_update_rms",
+    "canonical_dtype",
+]
+
+
+def canonical_dtype(dtype: Any) -> Any:
+    """``None`` or a numpy dtype (hashable, so it can be a static field)."""
+    return None if dtype is None else jnp.dtype(dtype)
+
+
+def _as(x: Any, like: Any) -> jax.Array:
+    return jnp.asarray(x).astype(jnp.result_type(like))
+
+
+class EWMAState(NamedTuple):
+    """The moving average ``mean``, shaped like the parameters."""
+
+    mean: Any
+
+
+class CountState(NamedTuple):
+    """A saturating int32 step counter."""
+
+    count: jax.Array
+
+
+class SumState(NamedTuple):
+    """The running sum, shaped like the parameters."""
+
+    total: Any
+
+
+class MaxState(NamedTuple):
+    """The running maximum, shaped like the parameters."""
+
+    maximum: Any
+
+
+class UpdateRMSState(NamedTuple):
+    """The moving average of squared outgoing updates (Adadelta's E[Δθ²])."""
+
+    mean_square: Any
+
+
+@pytree_dataclass
+class EWMA(Transform):
+    """Exponentially weighted moving average of the updates.
+
+    ``kind="average"``:  m ← decay·m + (1 − decay)·u  (the EWMA of seed 000 §5.1.1, Adam's moments)
+    ``kind="momentum"``: m ← decay·m + u              (Polyak's heavy-ball buffer, seed 002 eq. 1)
+    The output is m, or with ``nesterov=True`` the look-ahead combination decay·m + (1 − decay)·u
+    (average) / decay·m + u (momentum) evaluated with the new m — the reformulation of Nesterov's
+    method that needs only the current gradient (Sutskever et al., 2013).
+    """
+
+    decay: Any
+    initial: Any = 0.0
+    kind: Literal["average", "momentum"] = static_field(default="average")
+    nesterov: bool = static_field(default=False)
+    dtype: Any = static_field(default=None)
+
+    def init(self, params):
+        return EWMAState(tree.full_like(params, self.initial, self.dtype))
+
+    def _weight(self):
+        return 1 - self.decay if self.kind == "average" else 1
+
+    def update(self, updates, state, params=None, **extra):
+        weight = self._weight()
+        mean = tree.map(lambda u, m: self.decay * m + weight * u, updates, state.mean, names=("updates", "state.mean"))
+        out = tree.map(lambda u, m: self.decay * m + weight * u, updates, mean) if self.nesterov else mean
+        return tree.cast_like(out, updates), EWMAState(tree.cast_like(mean, state.mean))
+
+
+@pytree_dataclass
+class BiasCorrection(Transform):
+    """Divide by the weight an EWMA started at zero has after t steps: u ← u / (1 − decay^(t + step_offset)).
+
+    t counts the calls, starting at 1 (Kingma & Ba, 2015, Algorithm 1). ``step_offset=1`` gives the
+    next step's correction used by NAdam.
+    """
+
+    decay: Any
+    step_offset: int = static_field(default=0)
+
+    def init(self, params):
+        return CountState(jnp.zeros([], jnp.int32))
+
+    def update(self, updates, state, params=None, **extra):
+        count = tree.saturating_increment(state.count)
+        correction = 1 - self.decay ** (count + self.step_offset)
+        out = tree.map(lambda u: u / _as(correction, u), updates)
+        return out, CountState(count)
+
+
+@pytree_dataclass
+class Accumulate(Transform):
+    """Running sum: s ← s + u, output s (AdaGrad's accumulator when fed u², Duchi et al. 2011)."""
+
+    initial: Any = 0.0
+
+    def init(self, params):
+        return SumState(tree.full_like(params, self.initial))
+
+    def update(self, updates, state, params=None, **extra):
+        total = tree.map(lambda u, s: s + u, updates, state.total, names=("updates", "state.total"))
+        return tree.cast_like(total, updates), SumState(tree.cast_like(total, state.total))
+
+
+@pytree_dataclass
+class RunningMax(Transform):
+    """Running maximum: v ← max(decay·v, u), output v.
+
+    decay = 1 is AMSGrad's max over the second moments (Reddi et al., 2018); decay = b2 on |g| is
+    AdaMax's infinity norm (Kingma & Ba, 2015, §7.1).
+    """
+
+    decay: Any = 1.0
+
+    def init(self, params):
+        return MaxState(tree.zeros_like(params))
+
+    def update(self, updates, state, params=None, **extra):
+        maximum = tree.map(
+            lambda u, v: jnp.maximum(self.decay * v, u), updates, state.maximum, names=("updates", "state.maximum")
+        )
+        return tree.cast_like(maximum, updates), MaxState(tree.cast_like(maximum, state.maximum))
+
+
+@pytree_dataclass
+class InterpolatedMomentum(Transform):
+    """Lion's two-rate momentum (Chen et al., 2023): output c = b1·m + (1 − b1)·u, then m ← b2·m + (1 − b2)·u."""
+
+    b1: Any
+    b2: Any
+    dtype: Any = static_field(default=None)
+
+    def init(self, params):
+        return EWMAState(tree.zeros_like(params, self.dtype))
+
+    def update(self, updates, state, params=None, **extra):
+        out = tree.map(lambda u, m: (1 - self.b1) * u + self.b1 * m, updates, state.mean, names=("updates", "state.mean"))
+        mean = tree.map(lambda u, m: (1 - self.b2) * u + self.b2 * m, updates, state.mean)
+        return tree.cast_like(out, updates), EWMAState(tree.cast_like(mean, state.mean))
+
+
+@pytree_dataclass
+class ScaleByUpdateRMS(Transform):
+    """Multiply by the RMS of past outgoing updates (Adadelta's unit correction, Zeiler 2012):
+
+    out = sqrt(E[Δ²] + eps) · u, then E[Δ²] ← decay·E[Δ²] + (1 − decay)·out².
+    """
+
+    decay: Any
+    eps: Any
+
+    def init(self, params):
+        return UpdateRMSState(tree.zeros_like(params))
+
+    def update(self, updates, state, params=None, **extra):
+        out = tree.map(
+            lambda u, s: jnp.sqrt(s + self.eps) * u, updates, state.mean_square, names=("updates", "state.mean_square")
+        )
+        mean_square = tree.map(lambda o, s: self.decay * s + (1 - self.decay) * jnp.square(o), out, state.mean_square)
+        return tree.cast_like(out, updates), UpdateRMSState(tree.cast_like(mean_square, state.mean_square))
+
+
+def ewma(
+    decay: Any,
+    *,
+    kind: Literal["average", "momentum"] = "average",
+    nesterov: bool = False,
+    initial: Any = 0.0,
+    dtype: Any = None,
+) -> EWMA:
+    """Exponentially weighted moving average (or, with ``kind="momentum"``, the momentum buffer).
+
+    Args:
+      decay: β in [0, 1).
+      kind: ``"average"`` for m ← βm + (1−β)u, ``"momentum"`` for m ← βm + u.
+      nesterov: output the look-ahead combination instead of m.
+      initial: initial value of m (0 in the seeds; RMSprop's ``initial_scale``).
+      dtype: dtype of the buffer (``mu_dtype``); defaults to each parameter's dtype.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow
+      >>> tx = gradflow.ewma(0.9, kind="momentum")
+      >>> g = jnp.array([1.0]); state = tx.init(g)
+      >>> for _ in range(3):
+      ...     m, state = tx.update(g, state)
+      >>> m  # (1 + 0.9 + 0.81)·g
+      Array([2.71], dtype=float32)
+    """
+    if kind not in ("average", "momentum"):
+        raise ValueError(f"ewma: kind must be 'average' or 'momentum', got {kind!r}")
+    check_range("ewma", "decay", decay, 0.0, 1.0)
+    return EWMA(decay, check_number("ewma", "initial", initial), kind, bool(nesterov), canonical_dtype(dtype))
+
+
+def bias_correction(decay: Any, *, step_offset: int = 0) -> BiasCorrection:
+    """Bias correction of a zero-initialised EWMA: u ← u / (1 − decay^t).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow
+      >>> tx = gradflow.chain(gradflow.ewma(0.9), gradflow.bias_correction(0.9))
+      >>> g = jnp.array([2.0])
+      >>> tx.update(g, tx.init(g))[0]  # the first corrected average is the first sample
+      Array([2.], dtype=float32)
+    """
+    check_range("bias_correction", "decay", decay, 0.0, 1.0)
+    if step_offset < 0:
+        raise ValueError(f"bias_correction: step_offset must be >= 0, got {step_offset}")
+    return BiasCorrection(decay, int(step_offset))
+
+
+def accumulate(initial: Any = 0.0) -> Accumulate:
+    """Running sum s ← s + u starting at ``initial`` (chain after :func:`square` for AdaGrad)."""
+    return Accumulate(check_nonnegative("accumulate", "initial", initial))
+
+
+def running_max(decay: Any = 1.0) -> RunningMax:
+    """Running maximum v ← max(decay·v, u) (AMSGrad with decay 1, AdaMax with decay b2)."""
+    return RunningMax(check_range("running_max", "decay", decay, 0.0, 1.0, high_open=False))
+
+
+def interpolated_momentum(b1: Any = 0.9, b2: Any = 0.99, dtype: Any = None) -> InterpolatedMomentum:
+    """Lion's momentum: output b1·m + (1 − b1)·u, then update m with rate b2."""
+    check_range("interpolated_momentum", "b1", b1, 0.0, 1.0)
+    check_range("interpolated_momentum", "b2", b2, 0.0, 1.0)
+    return InterpolatedMomentum(b1, b2, canonical_dtype(dtype))
+
+
+def scale_by_update_rms(decay: Any = 0.9, eps: Any = 1e-6) -> ScaleByUpdateRMS:
+    """Adadelta's numerator: multiply by sqrt(E[Δθ²] + eps) of past outgoing updates."""
+    check_range("scale_by_update_rms", "decay", decay, 0.0, 1.0)
+    check_nonnegative("scale_by_update_rms", "eps", eps)
+    return ScaleByUpdateRMS(decay, eps)

@@ -1,0 +1,64 @@
+"""The look-ahead gradient of Nesterov: evaluate the gradient where momentum is about to carry θ.
+
+Seed 000 §5.1.3 and seed 003: m ← γ·m + η·∇L(θ − γ·m), θ ← θ − m (Nesterov, 1983). The wrapper keeps
+the previous outgoing update u = −m and evaluates ``grad_fn`` at θ + γ·u before running the inner
+momentum transform on that gradient. The equivalent form that needs only the current gradient is
+``ewma(..., nesterov=True)`` (``sgd(nesterov=True)``), which follows the shifted variable θ − γ·m.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from gradflow import tree
+from gradflow.core import Transform, pytree_dataclass
+from gradflow.validation import check_range
+
+__all__ = ["LookaheadGradient", "LookaheadGradientState", "lookahead_gradient"]
+
+
+class LookaheadGradientState(NamedTuple):
+    """The inner transform's state and its previous output (−m in the textbook's notation)."""
+
+    inner: Any
+    previous_update: Any
+
+
+@pytree_dataclass
+class LookaheadGradient(Transform):
+    """Replace the incoming gradient by ∇L(θ + momentum · previous update), then apply ``inner``.
+
+    Needs ``params`` and the extra argument ``grad_fn`` (a function params -> gradient).
+    """
+
+    inner: Transform
+    momentum: Any
+
+    def init(self, params):
+        return LookaheadGradientState(self.inner.init(params), tree.zeros_like(params))
+
+    def update(self, updates, state, params=None, grad_fn=None, **extra):
+        if grad_fn is None or params is None:
+            raise ValueError(
+                "the Nesterov look-ahead gradient needs params and grad_fn: call "
+                "update(grads, state, params, grad_fn=jax.grad(loss)) so that the gradient can be "
+                "evaluated at the look-ahead point θ − γ·m"
+            )
+        lookahead = tree.map(
+            lambda p, u: p + self.momentum * u, params, state.previous_update, names=("params", "state.previous_update")
+        )
+        gradient = tree.map(
+            lambda g, u: g.astype(u.dtype), grad_fn(lookahead), updates, names=("grad_fn(lookahead)", "updates")
+        )
+        out, inner_state = self.inner.update(gradient, state.inner, params, grad_fn=grad_fn, **extra)
+        return out, LookaheadGradientState(inner_state, tree.cast_like(out, state.previous_update))
+
+
+def lookahead_gradient(inner: Transform, momentum: Any) -> LookaheadGradient:
+    """Evaluate the gradient at θ + momentum · (previous update) and feed it to ``inner``.
+
+    With ``inner = chain(ewma(γ, kind="momentum"), scale_by_learning_rate(η))`` this is the true
+    Nesterov accelerated gradient of the seeds (:func:`gradflow.nag`).
+    """
+    check_range("lookahead_gradient", "momentum", momentum, 0.0, 1.0)
+    return LookaheadGradient(inner, momentum)

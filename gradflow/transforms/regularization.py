@@ -1,0 +1,116 @@
+"""Weight decay and clipping of the whole update by its global norm."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gradflow import tree
+from gradflow.core import EmptyState, Transform, pytree_dataclass, static_field
+from gradflow.validation import check_nonnegative
+
+__all__ = ["AddDecayedWeights", "ClipByGlobalNorm", "FrozenMask", "add_decayed_weights", "clip_by_global_norm"]
+
+
+@pytree_dataclass
+class FrozenMask:
+    """A pytree of Python booleans stored as static data (hashable), or a function of the params."""
+
+    fn: Callable[[Any], Any] | None = static_field(default=None)
+    treedef: Any = static_field(default=None)
+    leaves: tuple[bool, ...] = static_field(default=())
+
+    @classmethod
+    def of(cls, mask: Any) -> FrozenMask | None:
+        if mask is None:
+            return None
+        if callable(mask):
+            return cls(fn=mask)
+        leaves, treedef = jax.tree.flatten(mask)
+        for leaf in leaves:
+            if not isinstance(leaf, (bool, jnp.bool_)):
+                raise TypeError(f"mask leaves must be Python booleans, got {leaf!r}")
+        return cls(treedef=treedef, leaves=tuple(bool(x) for x in leaves))
+
+    def resolve(self, params: Any) -> Any:
+        return self.fn(params) if self.fn is not None else self.treedef.unflatten(self.leaves)
+
+
+@pytree_dataclass
+class AddDecayedWeights(Transform):
+    """Decoupled weight decay: u ← u + weight_decay · θ (Loshchilov & Hutter, 2019), where ``mask`` is true."""
+
+    weight_decay: Any
+    mask: FrozenMask | None = static_field(default=None)
+
+    def init(self, params):
+        return EmptyState()
+
+    def update(self, updates, state, params=None, **extra):
+        if params is None:
+            raise ValueError("add_decayed_weights needs the parameters: call update(updates, state, params)")
+        if self.mask is None:
+            out = tree.map(lambda u, p: u + self.weight_decay * p, updates, params, names=("updates", "params"))
+        else:
+            mask = self.mask.resolve(params)
+            out = tree.map(
+                lambda u, p, m: u + self.weight_decay * p if m else u,
+                updates,
+                params,
+                mask,
+                names=("updates", "params", "mask"),
+            )
+        return tree.cast_like(out, updates), state
+
+
+@pytree_dataclass
+class ClipByGlobalNorm(Transform):
+    """Rescale so that the global norm is at most max_norm: u ← u · max_norm / max(‖u‖, max_norm).
+
+    ‖u‖ is the Euclidean norm of all leaves together (Pascanu et al., 2013).
+    """
+
+    max_norm: Any
+
+    def init(self, params):
+        return EmptyState()
+
+    def update(self, updates, state, params=None, **extra):
+        norm = tree.global_norm(updates)
+        inside = norm < self.max_norm
+        out = tree.map(
+            lambda u: jnp.where(inside, u, (u / norm.astype(u.dtype)) * self.max_norm).astype(u.dtype), updates
+        )
+        return out, state
+
+
+def add_decayed_weights(weight_decay: Any = 0.0, mask: Any = None) -> AddDecayedWeights:
+    """Add ``weight_decay · params`` to the updates (AdamW's decoupled decay before the learning rate).
+
+    Args:
+      weight_decay: λ ≥ 0.
+      mask: a pytree of booleans shaped like the params, or a function ``params -> mask``; decay is
+        applied only where the mask is true (e.g. not to biases).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow
+      >>> tx = gradflow.add_decayed_weights(0.1)
+      >>> tx.update({"w": jnp.zeros(1)}, tx.init(None), {"w": jnp.array([2.0])})[0]["w"]
+      Array([0.2], dtype=float32)
+    """
+    return AddDecayedWeights(check_nonnegative("add_decayed_weights", "weight_decay", weight_decay), FrozenMask.of(mask))
+
+
+def clip_by_global_norm(max_norm: Any) -> ClipByGlobalNorm:
+    """Scale all updates down together when their global norm exceeds ``max_norm``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow
+      >>> tx = gradflow.clip_by_global_norm(1.0)
+      >>> tx.update({"a": jnp.array([3.0]), "b": jnp.array([4.0])}, tx.init(None))[0]["b"]
+      Array([0.8], dtype=float32)
+    """
+    return ClipByGlobalNorm(check_nonnegative("clip_by_global_norm", "max_norm", max_norm))

@@ -1,0 +1,169 @@
+"""Pytree arithmetic shared by the transforms, with errors that name the path that differs.
+
+Every transform maps its elementwise rule over the leaves of ``updates`` together with the matching
+leaves of its state or of ``params``. :func:`map` does that and, when the trees do not line up, raises
+a :class:`TreeMismatchError` that says which tree and which key path differs, instead of JAX's generic
+prefix error. All checks run while tracing, so a jitted step pays nothing for them.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "TreeMismatchError",
+    "map",
+    "zeros_like",
+    "full_like",
+    "cast_like",
+    "global_norm",
+    "saturating_increment",
+    "check_float_leaves",
+]
+
+
+class TreeMismatchError(ValueError):
+    """Two pytrees that a transform combines leaf by leaf do not have the same structure or shapes."""
+
+
+def _is_none(x: Any) -> bool:
+    return x is None
+
+
+def _paths(tree: Any) -> dict[str, Any]:
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_none)
+    return {jax.tree_util.keystr(path): leaf for path, leaf in flat}
+
+
+def describe_mismatch(first: Any, second: Any, first_name: str, second_name: str) -> str:
+    """A human-readable account of how two pytrees differ, naming key paths."""
+    a, b = _paths(first), _paths(second)
+    only_a = [p for p in a if p not in b]
+    only_b = [p for p in b if p not in a]
+    lines = [f"{first_name} and {second_name} have different tree structures:"]
+    for path in only_a[:5]:
+        lines.append(f"  {first_name}{path} has no counterpart in {second_name}")
+    for path in only_b[:5]:
+        lines.append(f"  {second_name}{path} has no counterpart in {first_name}")
+    hidden = builtins.max(0, len(only_a) - 5) + builtins.max(0, len(only_b) - 5)
+    if hidden:
+        lines.append(f"  ... and {hidden} more paths")
+    if not only_a and not only_b:
+        lines.append(
+            f"  same key paths but different containers: {first_name} is "
+            f"{jax.tree.structure(first, is_leaf=_is_none)}, {second_name} is "
+            f"{jax.tree.structure(second, is_leaf=_is_none)}"
+        )
+    return "\n".join(lines)
+
+
+def map(  # noqa: A001 - mirrors jax.tree.map on purpose
+    fn: Callable[..., Any],
+    tree: Any,
+    *rest: Any,
+    names: Sequence[str] | None = None,
+) -> Any:
+    """``jax.tree.map`` over trees that must have the same structure and leaf shapes.
+
+    ``None`` leaves of ``tree`` (masked parameters) are passed through as ``None``.
+
+    Args:
+      fn: function applied to the matching leaves.
+      tree: the tree that defines the structure (usually ``updates``).
+      *rest: trees with the same structure (state buffers, ``params``).
+      names: display names of ``(tree, *rest)`` used in error messages.
+
+    Raises:
+      TreeMismatchError: if a tree of ``rest`` has another structure or a leaf of another shape.
+    """
+    names = list(names) if names is not None else ["updates"] + [f"tree{i}" for i in range(1, len(rest) + 1)]
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_none)
+    others = []
+    for name, other in zip(names[1:], rest):
+        try:
+            other_leaves = treedef.flatten_up_to(other)
+        except (ValueError, TypeError):
+            raise TreeMismatchError(describe_mismatch(tree, other, names[0], name)) from None
+        for i, (x, y) in enumerate(zip(leaves, other_leaves)):
+            if x is None or y is None:
+                continue
+            if jnp.shape(x) != jnp.shape(y):
+                path = list(_paths(tree))[i]
+                raise TreeMismatchError(
+                    f"{names[0]}{path} has shape {jnp.shape(x)} but {name}{path} has shape {jnp.shape(y)}"
+                )
+        others.append(other_leaves)
+    out = [None if xs[0] is None else fn(*xs) for xs in zip(leaves, *others)]
+    return treedef.unflatten(out)
+
+
+def check_float_leaves(tree: Any, name: str = "params") -> None:
+    """Raise ``TypeError`` naming the first leaf whose dtype is not floating point (or complex)."""
+    for path, leaf in _paths(tree).items():
+        if leaf is None:
+            continue
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(
+                f"{name}{path} has dtype {dtype}: gradflow updates floating-point arrays only "
+                "(an integer parameter would be silently truncated); keep it out of the optimized tree"
+            )
+
+
+def full_like(tree: Any, value: Any, dtype: Any = None, name: str = "params") -> Any:
+    """A tree shaped like ``tree`` filled with ``value``, in ``dtype`` or each leaf's own dtype."""
+    check_float_leaves(tree, name)
+    return jax.tree.map(
+        lambda x: None if x is None else jnp.full(jnp.shape(x), value, dtype or jnp.result_type(x)),
+        tree,
+        is_leaf=_is_none,
+    )
+
+
+def zeros_like(tree: Any, dtype: Any = None, name: str = "params") -> Any:
+    """A tree of zeros shaped like ``tree`` (see :func:`full_like`)."""
+    return full_like(tree, 0, dtype, name)
+
+
+def cast_like(tree: Any, like: Any) -> Any:
+    """Cast each leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
+    return jax.tree.map(
+        lambda x, y: None if x is None else jnp.asarray(x).astype(jnp.result_type(y)),
+        tree,
+        like,
+        is_leaf=_is_none,
+    )
+
+
+def _sum_of_squares(x: jax.Array) -> jax.Array:
+    x = jnp.asarray(x)
+    if jnp.iscomplexobj(x):
+        return jnp.sum(jnp.real(x * jnp.conj(x)))
+    return jnp.sum(jnp.square(x))
+
+
+def global_norm(tree: Any) -> jax.Array:
+    """Euclidean norm of all leaves taken together: sqrt(sum_i ||x_i||^2).
+
+    The per-leaf sums are stacked and reduced once, so the reduction is a single balanced tree
+    rather than a chain of additions as long as the number of leaves.
+    """
+    leaves = [x for x in jax.tree.leaves(tree) if x is not None]
+    if not leaves:
+        return jnp.zeros([], jnp.float32)
+    partial = [_sum_of_squares(x) for x in leaves]
+    dtype = jnp.result_type(*partial)
+    return jnp.sqrt(jnp.sum(jnp.stack([p.astype(dtype) for p in partial])))
+
+
+def saturating_increment(count: jax.Array) -> jax.Array:
+    """``count + 1`` for an integer counter, staying at the dtype's maximum instead of wrapping."""
+    count = jnp.asarray(count)
+    top = np.iinfo(count.dtype).max
+    return jnp.where(count < top, count + 1, count)
