@@ -177,8 +177,8 @@ def adam(
       >>> tx = gradflow.adam(0.1)
       >>> params = {"w": jnp.array([1.0, -1.0])}; state = tx.init(params)
       >>> updates, state = tx.update({"w": jnp.array([0.5, -3.0])}, state, params)
-      >>> updates["w"]  # the first Adam step is −η·sign(g)
-      Array([-0.1,  0.1], dtype=float32)
+      >>> [round(float(u), 4) for u in updates["w"]]  # the first Adam step is −η·sign(g)
+      [-0.1, 0.1]
     """
     check_learning_rate("adam", learning_rate)
     return chain(

@@ -20,8 +20,8 @@ def _concrete_values(owner: str, name: str, value: Any) -> np.ndarray | None:
     """The value as a float array, ``None`` when it is traced, ``TypeError`` when it is no number."""
     if isinstance(value, jax.core.Tracer):
         return None
-    if isinstance(value, bool) or isinstance(value, (str, bytes)) or value is None:
-        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
+    if isinstance(value, (bool, str, bytes, list, tuple, dict)) or value is None:
+        raise TypeError(f"{owner}: {name} must be a number or an array of numbers, got {value!r}")
     try:
         array = np.asarray(value)
     except Exception:  # noqa: BLE001 - anything that does not convert is reported below

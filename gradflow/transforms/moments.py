@@ -238,7 +238,7 @@ def bias_correction(decay: Any, *, step_offset: int = 0) -> BiasCorrection:
       >>> import jax.numpy as jnp, gradflow
       >>> tx = gradflow.chain(gradflow.ewma(0.9), gradflow.bias_correction(0.9))
       >>> g = jnp.array([2.0])
-      >>> tx.update(g, tx.init(g))[0]  # the first corrected average is the first sample
+      >>> tx.update(g, tx.init(g))[0].round(4)  # the first corrected average is the first sample
       Array([2.], dtype=float32)
     """
     check_range("bias_correction", "decay", decay, 0.0, 1.0)

@@ -28,7 +28,8 @@ class LookaheadGradientState(NamedTuple):
 class LookaheadGradient(Transform):
     """Replace the incoming gradient by ∇L(θ + momentum · previous update), then apply ``inner``.
 
-    Needs ``params`` and the extra argument ``grad_fn`` (a function params -> gradient).
+    Needs ``params`` and the extra argument ``grad_fn`` (a function params -> gradient); the incoming
+    updates are not used (they may be ``None``).
     """
 
     inner: Transform
@@ -48,7 +49,7 @@ class LookaheadGradient(Transform):
             lambda p, u: p + self.momentum * u, params, state.previous_update, names=("params", "state.previous_update")
         )
         gradient = tree.map(
-            lambda g, u: g.astype(u.dtype), grad_fn(lookahead), updates, names=("grad_fn(lookahead)", "updates")
+            lambda g, p: g.astype(p.dtype), grad_fn(lookahead), params, names=("grad_fn(lookahead)", "params")
         )
         out, inner_state = self.inner.update(gradient, state.inner, params, grad_fn=grad_fn, **extra)
         return out, LookaheadGradientState(inner_state, tree.cast_like(out, state.previous_update))

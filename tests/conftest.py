@@ -1,0 +1,34 @@
+"""Shared fixtures: a small pytree problem that every law and numeric test reuses."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+
+def make_params(dtype=jnp.float32, seed: int = 0):
+    """A nested pytree with leaves of different shapes (and a tuple node)."""
+    rng = np.random.default_rng(seed)
+    return {
+        "dense": {"w": jnp.asarray(rng.normal(size=(3, 2)), dtype), "b": jnp.asarray(rng.normal(size=(2,)), dtype)},
+        "scale": (jnp.asarray(rng.normal(size=()), dtype),),
+    }
+
+
+def loss(params):
+    """A smooth non-quadratic loss over the tree of :func:`make_params`."""
+    w, b = params["dense"]["w"], params["dense"]["b"]
+    (s,) = params["scale"]
+    x = jnp.arange(1.0, 4.0, dtype=w.dtype)
+    y = jnp.tanh(x @ w + b)
+    return jnp.sum((y - 0.5) ** 2) + 0.5 * s**2 + 0.1 * jnp.sum(w**4)
+
+
+grad = jax.grad(loss)
+
+
+@pytest.fixture
+def params():
+    return make_params()

@@ -1,0 +1,153 @@
+"""The laws of DESIGN.md, checked for every optimizer in the registry."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import grad, loss, make_params
+from registry import OPTIMIZERS
+
+import gradflow as gf
+
+NAMES = sorted(OPTIMIZERS)
+LR = 0.01
+
+
+def step(tx, params, state):
+    """One optimizer step; ``grad_fn`` is passed to all (transforms that do not need it ignore it)."""
+    updates, state = tx.update(grad(params), state, params, grad_fn=grad, value=loss(params))
+    return gf.apply_updates(params, updates), state
+
+
+def run(tx, params, steps=5):
+    def body(carry, _):
+        return step(tx, *carry), loss(carry[0])
+
+    (params, state), losses = jax.lax.scan(body, (params, tx.init(params)), length=steps)
+    return params, state, losses
+
+
+run_jit = jax.jit(run, static_argnames="steps")
+
+
+def signature(tree):
+    return jax.tree.structure(tree), [(jnp.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(tree)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_state_is_stable_through_scan(name, dtype):
+    """Law 2: same structure, shapes and dtypes after init and after updates inside lax.scan."""
+    tx = OPTIMIZERS[name](LR)
+    params = make_params(dtype)
+    new_params, state, losses = run_jit(tx, params)
+    assert signature(state) == signature(tx.init(params))
+    assert signature(new_params) == signature(params)
+    assert np.all(np.isfinite(np.asarray(losses, np.float32)))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pure_and_jit_equals_eager(name):
+    """Laws 1 and 3: same inputs give the same outputs; jit(update) == update."""
+    tx = OPTIMIZERS[name](LR)
+    params = make_params()
+    state = tx.init(params)
+    def update(tx, params, state):
+        return tx.update(grad(params), state, params, grad_fn=grad)
+
+    eager_1 = update(tx, params, state)
+    eager_2 = update(tx, params, state)
+    jitted = jax.jit(update)(tx, params, state)
+    for a, b, c in zip(jax.tree.leaves(eager_1), jax.tree.leaves(eager_2), jax.tree.leaves(jitted)):
+        np.testing.assert_array_equal(a, b)
+        # XLA may rewrite x / sqrt(y) as x * rsqrt(y): agreement to a few float32 ulps.
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_jitted_step_compiles_once_for_any_learning_rate(name):
+    """Law 3: the optimizer is an argument of the jitted step; new hyperparameter values reuse the program."""
+    traces = []
+
+    @jax.jit
+    def counted_step(tx, params, state):
+        traces.append(1)
+        return step(tx, params, state)
+
+    params = make_params()
+    for lr in (0.1, 0.01, 3e-4, 0.5):
+        tx = OPTIMIZERS[name](lr)
+        params, _ = counted_step(tx, params, tx.init(params))
+    assert len(traces) == 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vmap_over_learning_rates_equals_loop(name):
+    """Law 4: a batch of optimizers (leaves with a leading axis) runs in one vmapped program."""
+    lrs = jnp.array([0.1, 0.03, 0.001])
+    batch = jax.vmap(OPTIMIZERS[name])(lrs)
+    params = make_params()
+    batched_params, _, _ = jax.vmap(run_jit, in_axes=(0, None))(batch, params)
+    for i, lr in enumerate(lrs):
+        single, _, _ = run_jit(OPTIMIZERS[name](float(lr)), params)
+        for a, b in zip(jax.tree.leaves(batched_params), jax.tree.leaves(single)):
+            np.testing.assert_allclose(a[i], b, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_grad_flows_through_learning_rate(name):
+    """``jax.grad`` of the loss after a few steps with respect to the learning rate is finite, and
+    matches a central difference."""
+    params = make_params()
+
+    def final_loss(lr):
+        new_params, _, _ = run(OPTIMIZERS[name](lr), params, steps=3)
+        return loss(new_params)
+
+    with jax.enable_x64(True):
+        params = make_params(jnp.float64)
+        lr, h = jnp.float64(0.01), 1e-6
+        value_and_grad = jax.jit(jax.value_and_grad(final_loss))
+        analytic = value_and_grad(lr)[1]
+        numeric = (value_and_grad(lr + h)[0] - value_and_grad(lr - h)[0]) / (2 * h)
+    assert np.isfinite(analytic)
+    if name not in ("sign_sgd", "signum", "lion"):  # piecewise-linear in lr: the derivative still exists
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-8)
+    else:
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["adam", "nag", "rmsprop_centered_momentum", "clipped_adamw"])
+def test_chain_identity_and_associativity(name):
+    """Law 5: chain(a, identity()) == a == chain(identity(), a); chain is associative."""
+    a = OPTIMIZERS[name](LR)
+    b, c = gf.clip(0.3), gf.scale(0.5)
+    params = make_params()
+    reference, _, _ = run_jit(a, params)
+    for variant in (gf.chain(a, gf.identity()), gf.chain(gf.identity(), a)):
+        result, _, _ = run_jit(variant, params)
+        for x, y in zip(jax.tree.leaves(result), jax.tree.leaves(reference)):
+            np.testing.assert_array_equal(x, y)
+    left = gf.chain(gf.chain(a, b), c)
+    right = gf.chain(a, gf.chain(b, c))
+    assert jax.tree.structure(left) == jax.tree.structure(right)
+    out_left, state_left, _ = run_jit(left, params)
+    out_right, state_right, _ = run_jit(right, params)
+    for x, y in zip(jax.tree.leaves((out_left, state_left)), jax.tree.leaves((out_right, state_right))):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_updates_have_gradient_dtype(name, dtype):
+    """Law 6: updates come back in the gradient's dtype; apply_updates keeps each parameter's dtype."""
+    tx = OPTIMIZERS[name](LR)
+    params = make_params(dtype)
+    updates, _ = tx.update(grad(params), tx.init(params), params, grad_fn=grad)
+    for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)):
+        assert u.dtype == p.dtype
+    mixed = {"a": jnp.ones(2, jnp.bfloat16), "b": jnp.ones(2, jnp.float32)}
+    applied = gf.apply_updates(mixed, {"a": jnp.full(2, 0.1, jnp.float32), "b": jnp.full(2, 0.1, jnp.bfloat16)})
+    assert applied["a"].dtype == jnp.bfloat16 and applied["b"].dtype == jnp.float32
