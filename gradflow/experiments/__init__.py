@@ -1,0 +1,1 @@
+"""Experiments: test landscapes and compiled optimizer races."""
