@@ -20,16 +20,16 @@ import jax.numpy as jnp
 from gradflow import tree
 
 __all__ = [
-    "Transform",
+    "Chain",
     "EmptyState",
+    "ForeignTransform",
+    "Identity",
+    "Transform",
+    "apply_updates",
+    "chain",
+    "identity",
     "pytree_dataclass",
     "static_field",
-    "Chain",
-    "chain",
-    "Identity",
-    "identity",
-    "ForeignTransform",
-    "apply_updates",
 ]
 
 T = TypeVar("T")
@@ -150,7 +150,9 @@ class Chain(Transform):
 
     def update(self, updates, state, params=None, **extra):
         if not isinstance(state, tuple) or len(state) != len(self.transforms):
-            got = f"a {type(state).__name__} of length {len(state)}" if isinstance(state, tuple) else type(state).__name__
+            got = type(state).__name__
+            if isinstance(state, tuple):
+                got = f"a {got} of length {len(state)}"
             raise ValueError(
                 f"chain of {len(self.transforms)} transforms got {got} as its state; "
                 "pass the state that this chain's init returned"

@@ -26,17 +26,17 @@ from gradflow.transforms.scaling import (
 from gradflow.validation import check_learning_rate, check_range
 
 __all__ = [
-    "sgd",
-    "nag",
-    "adagrad",
-    "rmsprop",
     "adadelta",
+    "adagrad",
     "adam",
-    "adamw",
-    "nadam",
     "adamax",
+    "adamw",
     "amsgrad",
     "lion",
+    "nadam",
+    "nag",
+    "rmsprop",
+    "sgd",
     "sign_sgd",
     "signum",
 ]

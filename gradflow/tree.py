@@ -18,13 +18,13 @@ import numpy as np
 
 __all__ = [
     "TreeMismatchError",
-    "map",
-    "zeros_like",
-    "full_like",
     "cast_like",
-    "global_norm",
-    "saturating_increment",
     "check_float_leaves",
+    "full_like",
+    "global_norm",
+    "map",
+    "saturating_increment",
+    "zeros_like",
 ]
 
 

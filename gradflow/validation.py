@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["check_number", "check_range", "check_nonnegative", "check_learning_rate"]
+__all__ = ["check_learning_rate", "check_nonnegative", "check_number", "check_range"]
 
 
 def _concrete_values(owner: str, name: str, value: Any) -> np.ndarray | None:
@@ -24,7 +24,7 @@ def _concrete_values(owner: str, name: str, value: Any) -> np.ndarray | None:
         raise TypeError(f"{owner}: {name} must be a number or an array of numbers, got {value!r}")
     try:
         array = np.asarray(value)
-    except Exception:  # noqa: BLE001 - anything that does not convert is reported below
+    except Exception:
         array = np.asarray(object())
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise TypeError(f"{owner}: {name} must be a real number, got {value!r}")

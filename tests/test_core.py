@@ -106,7 +106,7 @@ def test_tree_mismatch_names_the_path():
 def test_none_leaves_are_skipped_by_stateful_transforms():
     tx = gf.adam(0.1)
     params = {"w": jnp.ones(2), "frozen": None}
-    updates, state = tx.update({"w": jnp.ones(2), "frozen": None}, tx.init(params), params)
+    updates, _ = tx.update({"w": jnp.ones(2), "frozen": None}, tx.init(params), params)
     assert updates["frozen"] is None
     # The first Adam step is −η·g/|g| up to float32 rounding of 1 − b2 versus 1 − b2**1 (6.6e-6).
     np.testing.assert_allclose(updates["w"], [-0.1, -0.1], rtol=1e-5)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Landscape", "rosenbrock", "ravine", "LANDSCAPES"]
+__all__ = ["LANDSCAPES", "Landscape", "ravine", "rosenbrock"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ from gradflow import tree
 from gradflow.core import Transform, chain, pytree_dataclass, static_field
 from gradflow.validation import check_range
 
-__all__ = ["Combine", "ratio", "product", "total", "difference", "interpolate"]
+__all__ = ["Combine", "difference", "interpolate", "product", "ratio", "total"]
 
 _OPS = {
     "divide": lambda a, b, w: a / b,
@@ -46,8 +46,9 @@ class Combine(Transform):
         a, first_state = self.first.update(updates, state[0], params, **extra)
         b, second_state = self.second.update(updates, state[1], params, **extra)
         join = _OPS[self.op]
+        weight = None if self.weight is None else jnp.asarray(self.weight)
         out = tree.map(
-            lambda u, x, y: jnp.asarray(join(x, y, self.weight)).astype(jnp.result_type(u)),
+            lambda u, x, y: jnp.asarray(join(x, y, weight)).astype(jnp.result_type(u)),
             updates,
             a,
             b,

@@ -14,23 +14,23 @@ from gradflow.core import EmptyState, Transform, pytree_dataclass, static_field
 from gradflow.validation import check_learning_rate, check_nonnegative, check_number
 
 __all__ = [
-    "Elementwise",
-    "Square",
     "Absolute",
-    "Sign",
+    "Clip",
+    "Elementwise",
     "Root",
-    "Shift",
     "Scale",
     "ScaleByLearningRate",
-    "Clip",
-    "square",
+    "Shift",
+    "Sign",
+    "Square",
     "absolute",
-    "sign",
+    "clip",
     "root",
-    "shift",
     "scale",
     "scale_by_learning_rate",
-    "clip",
+    "shift",
+    "sign",
+    "square",
 ]
 
 

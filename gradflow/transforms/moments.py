@@ -17,23 +17,23 @@ from gradflow.validation import check_nonnegative, check_number, check_range
 
 __all__ = [
     "EWMA",
-    "EWMAState",
+    "Accumulate",
     "BiasCorrection",
     "CountState",
-    "Accumulate",
-    "SumState",
-    "RunningMax",
-    "MaxState",
+    "EWMAState",
     "InterpolatedMomentum",
+    "MaxState",
+    "RunningMax",
     "ScaleByUpdateRMS",
+    "SumState",
     "UpdateRMSState",
-    "ewma",
-    "bias_correction",
     "accumulate",
-    "running_max",
-    "interpolated_momentum",
-    "scale_by_update_rms",
+    "bias_correction",
     "canonical_dtype",
+    "ewma",
+    "interpolated_momentum",
+    "running_max",
+    "scale_by_update_rms",
 ]
 
 
@@ -97,7 +97,8 @@ class EWMA(Transform):
         return EWMAState(tree.full_like(params, self.initial, self.dtype))
 
     def _weight(self):
-        return 1 - self.decay if self.kind == "average" else 1
+        # jnp.asarray: compute 1 − decay in the array dtype, as a jitted step does with the traced leaf.
+        return 1 - jnp.asarray(self.decay) if self.kind == "average" else 1
 
     def update(self, updates, state, params=None, **extra):
         weight = self._weight()
@@ -173,8 +174,9 @@ class InterpolatedMomentum(Transform):
         return EWMAState(tree.zeros_like(params, self.dtype))
 
     def update(self, updates, state, params=None, **extra):
-        out = tree.map(lambda u, m: (1 - self.b1) * u + self.b1 * m, updates, state.mean, names=("updates", "state.mean"))
-        mean = tree.map(lambda u, m: (1 - self.b2) * u + self.b2 * m, updates, state.mean)
+        b1, b2 = jnp.asarray(self.b1), jnp.asarray(self.b2)
+        out = tree.map(lambda u, m: (1 - b1) * u + b1 * m, updates, state.mean, names=("updates", "state.mean"))
+        mean = tree.map(lambda u, m: (1 - b2) * u + b2 * m, updates, state.mean)
         return tree.cast_like(out, updates), EWMAState(tree.cast_like(mean, state.mean))
 
 
@@ -195,7 +197,8 @@ class ScaleByUpdateRMS(Transform):
         out = tree.map(
             lambda u, s: jnp.sqrt(s + self.eps) * u, updates, state.mean_square, names=("updates", "state.mean_square")
         )
-        mean_square = tree.map(lambda o, s: self.decay * s + (1 - self.decay) * jnp.square(o), out, state.mean_square)
+        decay = jnp.asarray(self.decay)
+        mean_square = tree.map(lambda o, s: decay * s + (1 - decay) * jnp.square(o), out, state.mean_square)
         return tree.cast_like(out, updates), UpdateRMSState(tree.cast_like(mean_square, state.mean_square))
 
 

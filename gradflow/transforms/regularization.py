@@ -101,7 +101,8 @@ def add_decayed_weights(weight_decay: Any = 0.0, mask: Any = None) -> AddDecayed
       >>> tx.update({"w": jnp.zeros(1)}, tx.init(None), {"w": jnp.array([2.0])})[0]["w"]
       Array([0.2], dtype=float32)
     """
-    return AddDecayedWeights(check_nonnegative("add_decayed_weights", "weight_decay", weight_decay), FrozenMask.of(mask))
+    check_nonnegative("add_decayed_weights", "weight_decay", weight_decay)
+    return AddDecayedWeights(weight_decay, FrozenMask.of(mask))
 
 
 def clip_by_global_norm(max_norm: Any) -> ClipByGlobalNorm:

@@ -23,14 +23,14 @@ from gradflow.transforms.moments import bias_correction as _bias_correction
 from gradflow.validation import check_nonnegative, check_range
 
 __all__ = [
-    "scale_by_rss",
-    "scale_by_rms",
-    "scale_by_stddev",
     "scale_by_adadelta",
     "scale_by_adam",
-    "scale_by_amsgrad",
     "scale_by_adamax",
+    "scale_by_amsgrad",
     "scale_by_lion",
+    "scale_by_rms",
+    "scale_by_rss",
+    "scale_by_stddev",
 ]
 
 
