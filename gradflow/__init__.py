@@ -6,7 +6,7 @@ hyperparameters are pytree leaves: ``jax.jit`` compiles a step once for any lear
 Names and arguments follow optax, so switching is a rename of the import.
 """
 
-from gradflow import tree
+from gradflow import testing, tree
 from gradflow.core import (
     Chain,
     EmptyState,
@@ -19,6 +19,7 @@ from gradflow.core import (
     pytree_dataclass,
     static_field,
 )
+from gradflow.gradcheck import Finding, GradCheckError, GradCheckReport, check_grads
 from gradflow.optimizers import (
     adadelta,
     adagrad,
@@ -73,7 +74,10 @@ __all__ = [
     "Chain",
     "Combine",
     "EmptyState",
+    "Finding",
     "ForeignTransform",
+    "GradCheckError",
+    "GradCheckReport",
     "Identity",
     "Transform",
     "TreeMismatchError",
@@ -89,6 +93,7 @@ __all__ = [
     "apply_updates",
     "bias_correction",
     "chain",
+    "check_grads",
     "clip",
     "clip_by_global_norm",
     "difference",
@@ -124,6 +129,7 @@ __all__ = [
     "signum",
     "square",
     "static_field",
+    "testing",
     "total",
     "tree",
 ]
