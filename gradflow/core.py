@@ -79,6 +79,19 @@ class Transform:
     def __iter__(self):
         return iter((self.init, self.update))
 
+    def as_optax(self) -> Any:
+        """This transform as an ``optax.GradientTransformationExtraArgs``.
+
+        ``optax.chain`` drops extra arguments (``grad_fn``, ``value`` ...) for any transform that is not
+        of that NamedTuple type, so a gradflow transform that needs them (e.g. :func:`gradflow.nag`)
+        must enter an optax chain through this method. Requires optax.
+        """
+        try:
+            import optax
+        except ImportError as error:  # pragma: no cover - optax is a dev dependency
+            raise ImportError("Transform.as_optax() needs optax installed") from error
+        return optax.GradientTransformationExtraArgs(self.init, self.update)
+
 
 @pytree_dataclass
 class Identity(Transform):

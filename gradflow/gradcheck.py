@@ -48,7 +48,8 @@ class Finding:
 
     Attributes:
       path: key path of the parameter leaf, e.g. ``"['dense']['w']"`` (``""`` when params is one
-        array); in directions mode the leaves blamed for a mismatching direction, one finding each.
+        array, or for a direction that involves the whole tree); in directions mode, the leaves
+        blamed for a mismatching direction, one finding each.
       index: index inside the leaf (coordinates mode), or ``None`` (directions mode).
       direction: number of the random direction (directions mode), else ``None``.
       analytic, numeric: the gradient value and its central-difference estimate at the final h.
@@ -374,7 +375,7 @@ def check_grads(
     findings = []
     for r in records:
         blame = r["verdict"] == "mismatch"
-        paths = _blame(differences, keys[r["i"]], gradient, layout, r, tolerance) if blame else ["(all leaves)"]
+        paths = _blame(differences, keys[r["i"]], gradient, layout, r, tolerance) if blame else [""]
         findings.extend(_finding(r, path, None, r["i"], analytic[r["i"]]) for path in paths)
     return GradCheckReport(mode, h, jnp.dtype(dtype).name, num_directions, tuple(findings))
 
@@ -390,7 +391,7 @@ def _blame(differences: _Differences, key, gradient, layout, record, tolerance) 
         analytic = float(v[0] @ jnp.asarray(gradient, x.dtype))
         if not abs(numeric[0] - analytic) <= tolerance(step, np.array(analytic)):
             blamed.append(path)
-    return blamed or ["(several leaves together)"]
+    return blamed or [""]
 
 
 def _finding(record: dict, path: str, index, direction, analytic: float) -> Finding:

@@ -71,8 +71,7 @@ def map(  # noqa: A001 - mirrors jax.tree.map on purpose
 ) -> Any:
     """``jax.tree.map`` over trees that must have the same structure and leaf shapes.
 
-    ``None`` leaves of ``tree`` (masked parameters) are passed through as ``None``; a Python scalar
-    leaf of a tree in ``rest`` (a mask flag) applies to the whole matching leaf.
+    ``None`` leaves of ``tree`` (masked parameters) are passed through as ``None``.
 
     Args:
       fn: function applied to the matching leaves.
@@ -92,8 +91,8 @@ def map(  # noqa: A001 - mirrors jax.tree.map on purpose
         except (ValueError, TypeError):
             raise TreeMismatchError(describe_mismatch(tree, other, names[0], name)) from None
         for i, (x, y) in enumerate(zip(leaves, other_leaves)):
-            if x is None or y is None or isinstance(y, (bool, int, float)):
-                continue  # a Python scalar (e.g. a mask flag) applies to the whole leaf
+            if x is None or y is None:
+                continue
             if jnp.shape(x) != jnp.shape(y):
                 path = list(_paths(tree))[i]
                 raise TreeMismatchError(

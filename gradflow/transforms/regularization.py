@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradflow import tree
 from gradflow.core import EmptyState, Transform, pytree_dataclass, static_field
@@ -35,8 +36,20 @@ class FrozenMask:
                 raise TypeError(f"mask leaves must be Python booleans, got {leaf!r}")
         return cls(treedef=treedef, leaves=tuple(bool(x) for x in leaves))
 
-    def resolve(self, params: Any) -> Any:
-        return self.fn(params) if self.fn is not None else self.treedef.unflatten(self.leaves)
+    def resolve(self, params: Any) -> list[Any]:
+        """The mask's leaves aligned with the leaves of ``params`` (Python bools, or boolean arrays)."""
+        mask = self.fn(params) if self.fn is not None else self.treedef.unflatten(self.leaves)
+        structure = jax.tree.structure(params, is_leaf=lambda x: x is None)
+        try:
+            leaves = structure.flatten_up_to(mask)
+        except (ValueError, TypeError):
+            raise tree.TreeMismatchError(tree.describe_mismatch(mask, params, "mask", "params")) from None
+        return [bool(m) if isinstance(m, (bool, np.bool_)) or (jnp.ndim(m) == 0 and _is_concrete(m)) else m
+                for m in leaves]  # fmt: skip
+
+
+def _is_concrete(x: Any) -> bool:
+    return not isinstance(x, jax.core.Tracer)
 
 
 @pytree_dataclass
@@ -52,18 +65,16 @@ class AddDecayedWeights(Transform):
     def update(self, updates, state, params=None, **extra):
         if params is None:
             raise ValueError("add_decayed_weights needs the parameters: call update(updates, state, params)")
-        if self.mask is None:
-            out = tree.map(lambda u, p: u + self.weight_decay * p, updates, params, names=("updates", "params"))
-        else:
-            mask = self.mask.resolve(params)
-            out = tree.map(
-                lambda u, p, m: u + self.weight_decay * p if m else u,
-                updates,
-                params,
-                mask,
-                names=("updates", "params", "mask"),
-            )
-        return tree.cast_like(out, updates), state
+        decayed = tree.map(lambda u, p: u + self.weight_decay * p, updates, params, names=("updates", "params"))
+        if self.mask is not None:
+            structure = jax.tree.structure(updates, is_leaf=lambda x: x is None)
+            decisions = self.mask.resolve(params)
+            leaves = [
+                d if m is True else u if m is False else None if u is None else jnp.where(m, d, u)
+                for d, u, m in zip(structure.flatten_up_to(decayed), structure.flatten_up_to(updates), decisions)
+            ]
+            decayed = structure.unflatten(leaves)
+        return tree.cast_like(decayed, updates), state
 
 
 @pytree_dataclass
