@@ -181,3 +181,25 @@ def test_default_step_by_dtype():
 def test_bad_input(fun, params, kwargs, error, message):
     with pytest.raises(error, match=message):
         gf.check_grads(fun, params, **kwargs)
+
+
+@pytest.mark.slow
+def test_million_parameter_model_in_directions_mode():
+    """The benchmark's 1,002,001-parameter MLP checks in directions mode (time: benchmarks/, not asserted)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "gradcheck_directions.py"
+    spec = importlib.util.spec_from_file_location("gradcheck_directions", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    params, loss = module.build()
+    report = gf.check_grads(loss, params, num_directions=2)
+    assert report.mode == "directions" and report.checked == 2 and report.ok
+
+    def wrong(p):
+        g = jax.grad(loss)(p)
+        return {**g, "out": {**g["out"], "b": -g["out"]["b"]}}
+
+    findings = gf.check_grads(loss, params, grad_fn=wrong, num_directions=2).findings
+    assert {(f.path, f.verdict) for f in findings} == {("['out']['b']", "mismatch")}
