@@ -157,9 +157,10 @@ def jax_rows(optimizer: str, params, grads, repeats: int, loop_steps: int) -> li
 
 
 def triad(size: int, repeats: int) -> dict:
-    """A jitted ``a + s*b`` on ``size`` float32: three streams of memory traffic, as STREAM counts them."""
+    """A jitted ``a + s*b`` on ``size`` float32, written over ``a`` (donated, as the steps' params are): three streams
+    of memory traffic, as STREAM counts them."""
     a, b = make_tree(jax.random.key(1), 2, size)
-    result = time_jax(lambda a, b, s: a + s * b, (a, b, jnp.float32(3.0)), (), repeats)
+    result = time_jax(lambda a, b, s: (a + s * b,), (a, b, jnp.float32(1e-3)), (0,), repeats)
     return {"size": size, "gb_per_s": 3 * 4 * size / result["median_s"] / 1e9, **result}
 
 
@@ -361,7 +362,9 @@ def report(results: dict) -> str:
         "",
         f"{meta['date']}; {meta['platform']} ({', '.join(meta['devices'])}), {meta['cpu_count']} CPUs; "
         f"jax {meta['jax']}, optax {meta['optax']}, gradflow {meta['gradflow']} ({meta['git_commit']}); {torch_note}. "
-        f"Median of {meta['repeats']} calls after {WARMUP} warm-ups; float32; params and state donated.",
+        f"Median of {meta['repeats']} calls after {WARMUP} warm-ups; float32; params and state donated. "
+        f"Load average (1 min) at start {meta['load_average_at_start'][0]:.2f}, "
+        f"at end {meta['load_average_at_end'][0]:.2f}; total {meta['total_s']:.0f} s.",
         "",
         f"Reference: jitted triad `a + s*b` on {triad_row['size']:,} float32: {1e3 * triad_row['median_s']:.2f} ms, "
         f"{triad_row['gb_per_s']:.1f} GB/s. GB/s below counts the least traffic of a step: 7 buffers for Adam "
@@ -414,6 +417,7 @@ def metadata(args, layouts, torch) -> dict:
         "repeats": args.repeats,
         "loop_steps": args.loop_steps,
         "warmup": WARMUP,
+        "load_average_at_start": os.getloadavg(),
     }
 
 
@@ -461,6 +465,7 @@ def main() -> None:
     results["ratios"] = ratio_rows(results["rows"], layouts)
     results["clip_compile"] = clip_rows(layouts, args.clip_timeout) if args.clip_compile else None
     results["meta"]["total_s"] = time.perf_counter() - start
+    results["meta"]["load_average_at_end"] = os.getloadavg()
     text = report(results)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
