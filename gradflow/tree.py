@@ -20,6 +20,7 @@ __all__ = [
     "TreeMismatchError",
     "cast_like",
     "check_float_leaves",
+    "describe_mismatch",
     "full_like",
     "global_norm",
     "map",
