@@ -1,10 +1,11 @@
 """Time of one optimizer step and its compile time: gradflow against optax and torch.optim.
 
 Usage: python benchmarks/optimizer_step.py [--layouts 1x16000000,1000x16000,4000x4000] [--repeats 20] [--quick]
-       [--loop-steps 10] [--clip-compile] [--clip-timeout 600] [--out benchmarks/results]
+       [--optimizers adam,sgd,clip_adamw] [--loop-steps 10] [--clip-compile] [--clip-timeout 600]
+       [--out benchmarks/results]
 
-For Adam (lr 1e-3) and SGD with momentum 0.9 (lr 1e-2) on float32 parameter lists of each layout (LEAVESxSIZE), on
-jax's default device, it times
+For Adam (lr 1e-3), SGD with momentum 0.9 (lr 1e-2) and AdamW (lr 1e-3) after clip-by-global-norm (1.0) on float32
+parameter lists of each layout (LEAVESxSIZE), on jax's default device, it times
 
 - a jitted step ``params, state = step(params, state, grads)`` with params and state donated, for optax, for gradflow
   with the optimizer closed over and for gradflow with the optimizer passed as a jit argument;
@@ -46,12 +47,18 @@ DEFAULT_LAYOUTS = "1x16000000,1000x16000,4000x4000"
 QUICK_LAYOUTS = "1x1000000,100x10000"
 WARMUP = 2
 JAX_LIBRARIES = {"gradflow": gradflow, "optax": optax}
-OPTIMIZERS = {
-    "adam": {"jax": ("adam", {"learning_rate": 1e-3}), "torch": ("Adam", {"lr": 1e-3}), "buffers": 7},
+OPTIMIZERS = {  # "buffers": the least memory traffic of one step, in parameter-sized buffers
+    "adam": {"jax": lambda library: library.adam(1e-3), "torch": ("Adam", {"lr": 1e-3}), "buffers": 7},
     "sgd": {
-        "jax": ("sgd", {"learning_rate": 1e-2, "momentum": 0.9}),
+        "jax": lambda library: library.sgd(1e-2, momentum=0.9),
         "torch": ("SGD", {"lr": 1e-2, "momentum": 0.9}),
         "buffers": 5,
+    },
+    "clip_adamw": {  # the norm reads g once more: 8 buffers; torch clips with clip_grad_norm_(foreach=True)
+        "jax": lambda library: library.chain(library.clip_by_global_norm(1.0), library.adamw(1e-3)),
+        "torch": ("AdamW", {"lr": 1e-3}),
+        "clip_norm": 1.0,
+        "buffers": 8,
     },
 }
 TORCH_VARIANTS = ("foreach", "fused")
@@ -93,8 +100,7 @@ def copy_tree(tree):
 
 
 def make_optimizer(library, optimizer: str):
-    name, kwargs = OPTIMIZERS[optimizer]["jax"]
-    return getattr(library, name)(**kwargs)
+    return OPTIMIZERS[optimizer]["jax"](library)
 
 
 def step_of(library):
@@ -181,6 +187,7 @@ def torch_rows(torch, optimizer: str, leaves: int, size: int, repeats: int) -> l
     device = "cuda" if torch.cuda.is_available() else "cpu"
     sync = torch.cuda.synchronize if device == "cuda" else lambda: None
     name, kwargs = OPTIMIZERS[optimizer]["torch"]
+    clip_norm = OPTIMIZERS[optimizer].get("clip_norm")
     rows = []
     for variant in TORCH_VARIANTS:
         generator = torch.Generator(device).manual_seed(0)
@@ -191,7 +198,9 @@ def torch_rows(torch, optimizer: str, leaves: int, size: int, repeats: int) -> l
         try:
             opt = getattr(torch.optim, name)(params, **kwargs, **{variant: True})
 
-            def call(opt=opt):
+            def call(opt=opt, params=params):
+                if clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, clip_norm, foreach=True)
                 opt.step()
                 sync()
 
@@ -211,7 +220,7 @@ def clip_compile_child(library_name: str, leaves: int, size: int, queue) -> None
     """Compile time of ``chain(clip_by_global_norm(1.0), adamw(1e-3))`` on abstract arrays; put on ``queue``."""
     jax.config.update("jax_enable_compilation_cache", False)
     library = JAX_LIBRARIES[library_name]
-    tx = library.chain(library.clip_by_global_norm(1.0), library.adamw(1e-3))
+    tx = make_optimizer(library, "clip_adamw")
     params = [jax.ShapeDtypeStruct((size,), jnp.float32)] * leaves
     state = jax.eval_shape(tx.init, params)
     _, times = compile_timed(functools.partial(step_of(library), tx), (params, state, params), (0, 1))
@@ -281,9 +290,9 @@ RATIOS = {  # column → ((library, variant) over (library, variant), key)
 }
 
 
-def ratio_rows(rows: list[dict], layouts: list[tuple[int, int]]) -> list[dict]:
+def ratio_rows(rows: list[dict], optimizers: list[str], layouts: list[tuple[int, int]]) -> list[dict]:
     table = []
-    for optimizer in OPTIMIZERS:
+    for optimizer in optimizers:
         for layout in layouts:
             entry = {"optimizer": optimizer, "layout": list(layout)}
             for column, (top, bottom, key) in RATIOS.items():
@@ -414,6 +423,7 @@ def metadata(args, layouts, torch) -> dict:
         "torch_threads": torch and torch.get_num_threads(),
         "torch_device": torch and ("cuda" if torch.cuda.is_available() else "cpu"),
         "layouts": [list(layout) for layout in layouts],
+        "optimizers": args.optimizers,
         "repeats": args.repeats,
         "loop_steps": args.loop_steps,
         "warmup": WARMUP,
@@ -421,11 +431,11 @@ def metadata(args, layouts, torch) -> dict:
     }
 
 
-def run_layout(torch, leaves: int, size: int, repeats: int, loop_steps: int) -> list[dict]:
+def run_layout(torch, optimizers: list[str], leaves: int, size: int, repeats: int, loop_steps: int) -> list[dict]:
     params = make_tree(jax.random.key(0), leaves, size)
     grads = make_tree(jax.random.key(1), leaves, size, scale=1e-3)
     rows = []
-    for optimizer in OPTIMIZERS:
+    for optimizer in optimizers:
         layout_rows = jax_rows(optimizer, params, grads, repeats, loop_steps)
         if torch is not None:
             layout_rows += torch_rows(torch, optimizer, leaves, size, repeats)
@@ -440,6 +450,7 @@ def run_layout(torch, leaves: int, size: int, repeats: int, loop_steps: int) -> 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layouts", default=None, help=f"LEAVESxSIZE,... (default {DEFAULT_LAYOUTS})")
+    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS), help="comma-separated subset of %(default)s")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per row (default 20; 5 with --quick)")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: layouts {QUICK_LAYOUTS} unless given")
     parser.add_argument("--loop-steps", type=int, default=10, help="steps in the one-jit fori_loop rows")
@@ -450,6 +461,10 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     args.layouts = args.layouts or (QUICK_LAYOUTS if args.quick else DEFAULT_LAYOUTS)
     args.repeats = args.repeats or (5 if args.quick else 20)
+    args.optimizers = args.optimizers.split(",")
+    unknown = sorted(set(args.optimizers) - set(OPTIMIZERS))
+    if unknown:
+        parser.error(f"--optimizers: unknown {', '.join(unknown)}; choose from {', '.join(OPTIMIZERS)}")
     return args
 
 
@@ -461,8 +476,9 @@ def main() -> None:
     start = time.perf_counter()
     results = {"meta": metadata(args, layouts, torch)}
     results["triad"] = triad(max(leaves * size for leaves, size in layouts), args.repeats)
-    results["rows"] = [row for layout in layouts for row in run_layout(torch, *layout, args.repeats, args.loop_steps)]
-    results["ratios"] = ratio_rows(results["rows"], layouts)
+    rows = [run_layout(torch, args.optimizers, *layout, args.repeats, args.loop_steps) for layout in layouts]
+    results["rows"] = [row for layout_rows in rows for row in layout_rows]
+    results["ratios"] = ratio_rows(results["rows"], args.optimizers, layouts)
     results["clip_compile"] = clip_rows(layouts, args.clip_timeout) if args.clip_compile else None
     results["meta"]["total_s"] = time.perf_counter() - start
     results["meta"]["load_average_at_end"] = os.getloadavg()

@@ -104,9 +104,7 @@ class GradCheckReport:
             f"(mode={self.mode}, h={self.h:g}, {self.dtype}): {len(self.findings)} finding(s), {status}"
         ]
         if self.findings:
-            lines.append(
-                f"{'path':<24} {'index':<10} {'analytic':>12} {'numeric':>12} {'error':>10} {'h':>8}  verdict"
-            )
+            lines.append(f"{'path':<24} {'index':<10} {'analytic':>12} {'numeric':>12} {'error':>10} {'h':>8}  verdict")
             for f in self.findings:
                 where = str(f.index) if f.index is not None else f"dir {f.direction}"
                 path = "params" + f.path

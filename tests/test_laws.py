@@ -54,6 +54,7 @@ def test_pure_and_jit_equals_eager(name):
     tx = OPTIMIZERS[name](LR)
     params = make_params()
     state = tx.init(params)
+
     def update(tx, params, state):
         return tx.update(grad(params), state, params, grad_fn=grad)
 
