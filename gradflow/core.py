@@ -6,16 +6,22 @@ are frozen dataclasses registered as pytrees: numeric hyperparameters are leaves
 not recompile for a new value, ``jax.vmap`` maps over a batch of optimizers and ``jax.grad`` reaches
 them), structural choices are static fields. ``extra`` carries ``value``, ``value_fn`` and ``grad_fn``
 to the transforms that need them; every transform ignores the extra arguments it does not use.
+
+Any numeric hyperparameter may be a :class:`Schedule` (or a plain function of the step count, as in
+optax): a transform holding one keeps a step counter in a :class:`ScheduleState` around its own state
+and, at each update, runs with every schedule replaced by its value at that count.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Any, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradflow import tree
 
@@ -23,7 +29,10 @@ __all__ = [
     "Chain",
     "EmptyState",
     "ForeignTransform",
+    "FunctionSchedule",
     "Identity",
+    "Schedule",
+    "ScheduleState",
     "Transform",
     "apply_updates",
     "chain",
@@ -44,7 +53,8 @@ def pytree_dataclass(cls: type[T]) -> type[T]:
     """Make ``cls`` a frozen dataclass registered as a pytree.
 
     Fields declared with :func:`static_field` are static; every other field is a child (a leaf, or a
-    nested transform).
+    nested transform). For a :class:`Transform`, ``init`` and ``update`` also learn to evaluate
+    hyperparameters that are schedules (see :class:`ScheduleState`).
     """
     cls = dataclasses.dataclass(frozen=True)(cls)
     fields = dataclasses.fields(cls)
@@ -53,7 +63,106 @@ def pytree_dataclass(cls: type[T]) -> type[T]:
         data_fields=[f.name for f in fields if not f.metadata.get("static", False)],
         meta_fields=[f.name for f in fields if f.metadata.get("static", False)],
     )
+    if issubclass(cls, Transform):
+        _evaluate_schedules_in(cls)
     return cls
+
+
+class Schedule:
+    """A hyperparameter that is a function of the step count: ``value = schedule(count)``.
+
+    Subclasses are :func:`pytree_dataclass` es whose numeric parameters are leaves, so a batch of
+    schedules can be vmapped over like any other hyperparameter. ``count`` is the int32 number of
+    updates done before the current one (0 at the first update), as in optax.
+    """
+
+    def __call__(self, count: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionSchedule(Schedule):
+    """A plain Python function of the count used as a schedule (static: it cannot be vmapped over)."""
+
+    function: Any
+
+    def __call__(self, count):
+        return jnp.asarray(self.function(count))
+
+
+jax.tree_util.register_dataclass(FunctionSchedule, data_fields=[], meta_fields=["function"])
+
+
+class ScheduleState(NamedTuple):
+    """The state of a transform with scheduled hyperparameters.
+
+    Attributes:
+      count: int32 number of updates done (saturating).
+      hyperparams: the value of each scheduled hyperparameter used by the latest update (at init: the
+        value for the first update), by field name.
+      inner: the transform's own state.
+    """
+
+    count: jax.Array
+    hyperparams: dict[str, jax.Array]
+    inner: Any
+
+
+def is_schedule_like(value: Any) -> bool:
+    """Whether ``value`` is a plain function that will be used as a schedule (not a transform or array)."""
+    if isinstance(value, (Schedule, Transform)) or value is None:
+        return False
+    return callable(value) and not isinstance(value, (jax.Array, np.ndarray, np.generic))
+
+
+def scheduled_fields(transform: Any) -> tuple[str, ...]:
+    """Names of the data fields of ``transform`` that hold a :class:`Schedule`."""
+    if not dataclasses.is_dataclass(transform):
+        return ()
+    return tuple(
+        f.name
+        for f in dataclasses.fields(transform)
+        if not f.metadata.get("static", False) and isinstance(getattr(transform, f.name), Schedule)
+    )
+
+
+def _evaluate_schedules_in(cls: type) -> None:
+    """Wrap ``cls.init``/``cls.update`` so that schedule-valued fields are replaced by their values."""
+    init, update = cls.init, cls.update
+    if getattr(init, "_evaluates_schedules", False) and getattr(update, "_evaluates_schedules", False):
+        return
+
+    @functools.wraps(init)
+    def init_with_schedules(self, params):
+        names = scheduled_fields(self)
+        if not names:
+            return init(self, params)
+        count = jnp.zeros([], jnp.int32)
+        values = _values_at(self, names, count)
+        return ScheduleState(count, values, init(dataclasses.replace(self, **values), params))
+
+    @functools.wraps(update)
+    def update_with_schedules(self, updates, state, params=None, **extra):
+        names = scheduled_fields(self)
+        if not names:
+            return update(self, updates, state, params, **extra)
+        if not isinstance(state, ScheduleState):
+            raise ValueError(
+                f"{type(self).__name__}: the hyperparameters {', '.join(names)} are schedules, so the state "
+                f"must be the ScheduleState that init returned, got {type(state).__name__}"
+            )
+        values = _values_at(self, names, state.count)
+        updates, inner = update(dataclasses.replace(self, **values), updates, state.inner, params, **extra)
+        return updates, ScheduleState(tree.saturating_increment(state.count), values, inner)
+
+    init_with_schedules._evaluates_schedules = True
+    update_with_schedules._evaluates_schedules = True
+    cls.init, cls.update = init_with_schedules, update_with_schedules
+
+
+def _values_at(transform: Any, names: tuple[str, ...], count: jax.Array) -> dict[str, jax.Array]:
+    values = {name: jnp.asarray(getattr(transform, name)(count)) for name in names}
+    return {name: value.astype(value.dtype) for name, value in values.items()}  # no weak types: scan-stable
 
 
 class EmptyState(NamedTuple):
@@ -67,6 +176,14 @@ class Transform:
     ``(init, update)``, the shape that ``optax.chain`` unpacks, so a gradflow transform can sit in an
     optax chain as it is.
     """
+
+    def __post_init__(self) -> None:
+        # An optax-style schedule (a plain function of the count) becomes a FunctionSchedule.
+        if dataclasses.is_dataclass(self):
+            for field in dataclasses.fields(self):
+                value = getattr(self, field.name)
+                if not field.metadata.get("static", False) and is_schedule_like(value):
+                    object.__setattr__(self, field.name, FunctionSchedule(value))
 
     def init(self, params: Any) -> Any:
         """Build the state for ``params``."""

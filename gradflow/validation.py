@@ -1,6 +1,7 @@
 """Checks of hyperparameters at construction, with errors that name the argument and its range.
 
-Only concrete values are checked: inside ``jax.jit``, ``jax.vmap`` or ``jax.grad`` a hyperparameter
+A schedule (a :class:`gradflow.Schedule` or a function of the step count) is accepted as it is. Only
+concrete values are checked: inside ``jax.jit``, ``jax.vmap`` or ``jax.grad`` a hyperparameter
 is a tracer and is accepted as it is, so optimizer factories can be traced (for example vmapped over a
 batch of learning rates).
 """
@@ -13,12 +14,14 @@ from typing import Any
 import jax
 import numpy as np
 
+from gradflow.core import Schedule, is_schedule_like
+
 __all__ = ["check_learning_rate", "check_nonnegative", "check_number", "check_range"]
 
 
 def _concrete_values(owner: str, name: str, value: Any) -> np.ndarray | None:
-    """The value as a float array, ``None`` when it is traced, ``TypeError`` when it is no number."""
-    if isinstance(value, jax.core.Tracer):
+    """The value as a float array, ``None`` when it is traced or a schedule, ``TypeError`` when it is no number."""
+    if isinstance(value, (jax.core.Tracer, Schedule)) or is_schedule_like(value):
         return None
     if isinstance(value, (bool, str, bytes, list, tuple, dict)) or value is None:
         raise TypeError(f"{owner}: {name} must be a number or an array of numbers, got {value!r}")

@@ -1,11 +1,16 @@
 """Every optimizer gradflow ships, as ``name -> factory(learning_rate)``, for the law suites.
 
-A new optimizer joins the laws of DESIGN.md by adding one line here.
+A new optimizer joins the laws of DESIGN.md by adding one line here, or in the registry module of its
+family (``registry_<family>.py``, merged below).
 """
 
 from __future__ import annotations
 
+import importlib
+
 import gradflow as gf
+
+FAMILIES = ("schedules", "wrappers", "seed_transforms", "layerwise", "adaptive")
 
 OPTIMIZERS = {
     "sgd": lambda lr: gf.sgd(lr),
@@ -32,3 +37,10 @@ OPTIMIZERS = {
 
 # Optimizers whose update needs the ``grad_fn`` extra argument.
 NEEDS_GRAD_FN = {"nag"}
+
+for _family in FAMILIES:
+    _module = importlib.import_module(f"registry_{_family}")
+    _clash = sorted(set(_module.OPTIMIZERS) & set(OPTIMIZERS))
+    assert not _clash, f"registry_{_family} repeats {_clash}"
+    OPTIMIZERS.update(_module.OPTIMIZERS)
+    NEEDS_GRAD_FN |= getattr(_module, "NEEDS_GRAD_FN", set())

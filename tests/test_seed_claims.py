@@ -320,7 +320,7 @@ def test_converges_to_minimum(problem, factory, steps, tol):
 
 
 def test_every_optimizer_converges():
-    for name in gradflow.optimizers.__all__:
+    for name in gradflow.optimizers.classic.__all__:
         for problem in PROBLEMS:
             assert any(c[1] == problem and (c[0] == name or c[0].startswith(name + "_")) for c in CONVERGENCE), (
                 name,

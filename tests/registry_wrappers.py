@@ -1,0 +1,5 @@
+"""Registry entries (``name -> factory(learning_rate)``) of the wrappers family, merged into registry.py."""
+
+from __future__ import annotations
+
+OPTIMIZERS: dict = {}  # add entries here, e.g. "adam_cosine": lambda lr: gf.adam(...)
