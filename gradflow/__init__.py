@@ -11,7 +11,10 @@ from gradflow.core import (
     Chain,
     EmptyState,
     ForeignTransform,
+    FunctionSchedule,
     Identity,
+    Schedule,
+    ScheduleState,
     Transform,
     apply_updates,
     chain,
@@ -20,6 +23,13 @@ from gradflow.core import (
     static_field,
 )
 from gradflow.gradcheck import Finding, GradCheckError, GradCheckReport, check_grads
+from gradflow.hyperparams import (
+    InjectHyperparams,
+    InjectHyperparamsState,
+    get_hyperparam,
+    inject_hyperparams,
+    set_hyperparam,
+)
 from gradflow.optimizers import (
     adadelta,
     adagrad,
@@ -55,7 +65,7 @@ from gradflow.transforms.moments import (
     scale_by_update_rms,
 )
 from gradflow.transforms.nesterov import lookahead_gradient
-from gradflow.transforms.regularization import add_decayed_weights, clip_by_global_norm
+from gradflow.transforms.regularization import ClipState, add_decayed_weights, clip_by_global_norm
 from gradflow.transforms.scaling import (
     scale_by_adadelta,
     scale_by_adam,
@@ -72,13 +82,19 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Chain",
+    "ClipState",
     "Combine",
     "EmptyState",
     "Finding",
     "ForeignTransform",
+    "FunctionSchedule",
     "GradCheckError",
     "GradCheckReport",
     "Identity",
+    "InjectHyperparams",
+    "InjectHyperparamsState",
+    "Schedule",
+    "ScheduleState",
     "Transform",
     "TreeMismatchError",
     "absolute",
@@ -98,7 +114,9 @@ __all__ = [
     "clip_by_global_norm",
     "difference",
     "ewma",
+    "get_hyperparam",
     "identity",
+    "inject_hyperparams",
     "interpolate",
     "interpolated_momentum",
     "lion",
@@ -122,6 +140,7 @@ __all__ = [
     "scale_by_rss",
     "scale_by_stddev",
     "scale_by_update_rms",
+    "set_hyperparam",
     "sgd",
     "shift",
     "sign",

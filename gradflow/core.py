@@ -110,9 +110,13 @@ class ScheduleState(NamedTuple):
 
 def is_schedule_like(value: Any) -> bool:
     """Whether ``value`` is a plain function that will be used as a schedule (not a transform or array)."""
-    if isinstance(value, (Schedule, Transform)) or value is None:
+    if isinstance(value, (Schedule, Transform, type, jax.Array, np.ndarray, np.generic)) or not callable(value):
         return False
-    return callable(value) and not isinstance(value, (jax.Array, np.ndarray, np.generic))
+    try:  # jnp.float32 and friends are callable, but they are dtypes
+        jnp.dtype(value)
+    except TypeError:
+        return True
+    return False
 
 
 def scheduled_fields(transform: Any) -> tuple[str, ...]:

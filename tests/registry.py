@@ -33,6 +33,7 @@ OPTIMIZERS = {
     "sign_sgd": lambda lr: gf.sign_sgd(lr),
     "signum": lambda lr: gf.signum(lr),
     "clipped_adamw": lambda lr: gf.chain(gf.clip_by_global_norm(1.0), gf.clip(0.5), gf.adamw(lr)),
+    "injected_adam": lambda lr: gf.inject_hyperparams(gf.adam)(learning_rate=lr, b1=0.8),
 }
 
 # Optimizers whose update needs the ``grad_fn`` extra argument.

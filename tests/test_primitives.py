@@ -155,6 +155,35 @@ def test_clip_by_global_norm(norm):
         np.testing.assert_allclose(out[key], g[key] * factor, rtol=1e-12)
 
 
+def test_clip_by_global_norm_rescues_an_overflowing_norm():
+    """Finite float32 entries whose squares overflow: the norm is recomputed without overflow."""
+    g = {"a": np.array([3e30], np.float32), "b": np.array([4e30, 0.0], np.float32)}
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(np.sum(np.square(np.concatenate([g["a"], g["b"]]))))  # the naive norm overflows
+    tx = gf.clip_by_global_norm(1.0)
+    out, state = jax.jit(tx.update)(jax.tree.map(jnp.asarray, g), tx.init(None))
+    np.testing.assert_allclose(out["a"], [0.6], rtol=1e-6)
+    np.testing.assert_allclose(out["b"], [0.8, 0.0], rtol=1e-6)
+    assert int(state.nonfinite_count) == 0
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_clip_by_global_norm_zeroes_and_counts_non_finite_updates(bad):
+    """A NaN or infinite entry never passes the clip: zero updates, and the state counts the event."""
+    tx = gf.clip_by_global_norm(1.0)
+    update = jax.jit(tx.update)
+    good = {"a": jnp.array([0.3]), "b": jnp.array([0.4, 0.0])}
+    broken = {"a": jnp.array([bad], jnp.float32), "b": jnp.array([0.4, 0.0])}
+    state = tx.init(None)
+    for expected_count, grads in enumerate([broken, broken], start=1):
+        out, state = update(grads, state)
+        assert all(np.array_equal(x, np.zeros_like(x)) for x in jax.tree.leaves(out))
+        assert int(state.nonfinite_count) == expected_count
+    out, state = update(good, state)  # a finite update after them passes unchanged; the count stays
+    np.testing.assert_array_equal(out["b"], [0.4, 0.0])
+    assert int(state.nonfinite_count) == 2
+
+
 def test_lookahead_gradient_evaluates_at_shifted_point():
     """grad_fn is called at θ + γ·(previous update), and its result feeds the inner transform."""
     loss = lambda p: jnp.sum(jnp.cos(p) * jnp.arange(1.0, 4.0))

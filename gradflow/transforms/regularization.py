@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +13,14 @@ from gradflow import tree
 from gradflow.core import EmptyState, Transform, pytree_dataclass, static_field
 from gradflow.validation import check_nonnegative
 
-__all__ = ["AddDecayedWeights", "ClipByGlobalNorm", "FrozenMask", "add_decayed_weights", "clip_by_global_norm"]
+__all__ = [
+    "AddDecayedWeights",
+    "ClipByGlobalNorm",
+    "ClipState",
+    "FrozenMask",
+    "add_decayed_weights",
+    "clip_by_global_norm",
+]
 
 
 @pytree_dataclass
@@ -77,25 +84,47 @@ class AddDecayedWeights(Transform):
         return tree.cast_like(decayed, updates), state
 
 
+class ClipState(NamedTuple):
+    """How many updates had a non-finite global norm (and were replaced by zeros)."""
+
+    nonfinite_count: jax.Array
+
+
 @pytree_dataclass
 class ClipByGlobalNorm(Transform):
     """Rescale so that the global norm is at most max_norm: u ← u · max_norm / max(‖u‖, max_norm).
 
-    ‖u‖ is the Euclidean norm of all leaves together (Pascanu et al., 2013).
+    ‖u‖ is the Euclidean norm of all leaves together (Pascanu et al., 2013). Where the sum of squares
+    overflows while every entry is finite, the norm is recomputed on the updates divided by their largest
+    magnitude. Where the norm is NaN or infinite, the updates are replaced by zeros and
+    ``ClipState.nonfinite_count`` goes up by one: a NaN never passes through the clip into the parameters
+    (optax returns NaN updates there).
     """
 
     max_norm: Any
 
     def init(self, params):
-        return EmptyState()
+        return ClipState(jnp.zeros([], jnp.int32))
 
     def update(self, updates, state, params=None, **extra):
         norm = tree.global_norm(updates)
+        norm = jax.lax.cond(jnp.isposinf(norm), lambda: _rescaled_global_norm(updates, norm.dtype), lambda: norm)
+        finite = jnp.isfinite(norm)
         # One scalar factor, multiplied into each leaf: XLA fuses the product into every consumer of the
         # clipped updates instead of materialising a divided copy of each leaf (half the time of a
         # per-leaf ``u / norm`` before Adam on a 16M-element leaf).
         factor = jnp.where(norm < self.max_norm, 1.0, self.max_norm / norm)
-        return tree.map(lambda u: (u * factor.astype(u.dtype)).astype(u.dtype), updates), state
+        clipped = tree.map(lambda u: jnp.where(finite, u * factor.astype(u.dtype), 0).astype(u.dtype), updates)
+        count = jnp.where(finite, state.nonfinite_count, tree.saturating_increment(state.nonfinite_count))
+        return clipped, ClipState(count)
+
+
+def _rescaled_global_norm(updates: Any, dtype: Any) -> jax.Array:
+    """‖u‖ as m·‖u/m‖ with m the largest |entry|: no overflow in the squares (NaN if an entry is not finite)."""
+    leaves = [u for u in jax.tree.leaves(updates) if u is not None]
+    largest = jnp.max(jnp.stack([jnp.max(jnp.abs(u)).astype(jnp.float32) for u in leaves]))
+    scaled = tree.global_norm([u.astype(jnp.float32) / largest for u in leaves])
+    return (largest * scaled).astype(dtype)
 
 
 def add_decayed_weights(weight_decay: Any = 0.0, mask: Any = None) -> AddDecayedWeights:

@@ -1,0 +1,226 @@
+"""Clipping of each leaf by a statistic of its own: block RMS and adaptive (unit-wise) clipping.
+
+:func:`gradflow.clip` clips coordinates and :func:`gradflow.clip_by_global_norm` clips the whole
+update; the transforms here look at one parameter block (a leaf) at a time. ``clip_by_block_rms``
+bounds the root mean square of each leaf; ``adaptive_grad_clip`` bounds the norm of each unit (an
+output neuron's fan-in, a convolution filter) relative to the norm of the matching parameters.
+
+Norms are taken with a square root that is safe to differentiate at zero (a zero gradient or a
+zero-initialised bias gives a zero norm and a finite derivative, never NaN), and in at least float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gradflow import tree
+from gradflow.core import EmptyState, Transform, pytree_dataclass, static_field
+from gradflow.validation import check_nonnegative, check_range
+
+__all__ = [
+    "AdaptiveGradClip",
+    "ClipByBlockRMS",
+    "adaptive_grad_clip",
+    "clip_by_block_rms",
+    "unitwise_norm",
+]
+
+# Below this update norm the unit-wise rescaling divides by it instead (it can only matter when the
+# update norm is below 1e-6 yet above the allowed norm, i.e. for clipping * eps < 1e-6).
+_DIVISION_FLOOR = 1e-6
+
+
+def compute_dtype(x: Any) -> Any:
+    """The dtype to reduce ``x`` in: its own, but at least float32 (bfloat16 sums lose digits)."""
+    return jnp.promote_types(jnp.result_type(x), jnp.float32)
+
+
+def squared_norm(x: Any, axis: Any = None, keepdims: bool = False) -> jax.Array:
+    """Σ|x|² over ``axis`` (all axes for ``None``), in :func:`compute_dtype` (real even for complex x)."""
+    x = jnp.asarray(x)
+    x = x.astype(compute_dtype(x))
+    return jnp.sum(jnp.real(x * jnp.conj(x)), axis=axis, keepdims=keepdims)
+
+
+def safe_sqrt(square: jax.Array) -> jax.Array:
+    """``sqrt(square)`` whose derivative at 0 is 0 instead of ``inf`` (which turns into NaN)."""
+    positive = square > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, square, 1)), 0)
+
+
+def _unit_axes(x: jax.Array, axis: Any, path: str) -> tuple[int, ...] | None:
+    """The axes that make up one unit of ``x`` (``None``: the whole leaf), with optax's conventions."""
+    if axis is not None:
+        return axis
+    if jnp.squeeze(x).ndim <= 1:  # scalars, vectors, and arrays with at most one non-trivial axis
+        return None
+    if x.ndim in (2, 3):  # dense kernels (in, out), multi-head kernels (in, heads, out)
+        return (0,)
+    if x.ndim == 4:  # convolution kernels HWIO
+        return (0, 1, 2)
+    if x.ndim == 5:  # 3-D convolution kernels DHWIO
+        return (0, 1, 2, 3)
+    raise ValueError(
+        f"adaptive_grad_clip: cannot infer the units of {path} with shape {x.shape} (rank {x.ndim}); "
+        "pass axis= (the axes that make up one unit) for leaves of rank above 5"
+    )
+
+
+def unitwise_norm(x: Any, axis: int | tuple[int, ...] | None = None) -> jax.Array:
+    """The Euclidean norm of each unit of ``x``, broadcast to the shape of ``x``.
+
+    A unit is the slice that one output of a layer reads. Without ``axis`` it is inferred from the
+    rank, as in optax and Brock et al. (2021): a scalar or a vector (any array with at most one axis
+    longer than 1) is one unit; rank 2 and 3 reduce over axis 0 (dense ``(in, out)`` and multi-head
+    ``(in, heads, out)`` kernels); rank 4 over axes (0, 1, 2) (HWIO convolutions); rank 5 over
+    (0, 1, 2, 3) (DHWIO convolutions). ``axis`` names the reduced axes explicitly.
+
+    Args:
+      x: an array.
+      axis: the axis or axes of one unit; ``None`` infers them from the rank.
+
+    Returns:
+      An array shaped like ``x`` (dtype at least float32) holding the norm of the unit of each entry.
+
+    Raises:
+      ValueError: for rank above 5 without ``axis``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from gradflow.transforms.clipping import unitwise_norm
+      >>> unitwise_norm(jnp.array([[3.0, 0.0], [4.0, 1.0]]))  # columns are units
+      Array([[5., 1.],
+             [5., 1.]], dtype=float32)
+    """
+    x = jnp.asarray(x)
+    axes = _unit_axes(x, _canonical_axis(axis), "the array")
+    return jnp.broadcast_to(safe_sqrt(squared_norm(x, axes, keepdims=True)), x.shape)
+
+
+def _canonical_axis(axis: Any) -> int | tuple[int, ...] | None:
+    """``None``, an int, or a tuple of ints (hashable, so it can be a static field)."""
+    if axis is None:
+        return None
+    if isinstance(axis, (list, tuple)) and all(isinstance(a, int) and not isinstance(a, bool) for a in axis):
+        return tuple(axis)
+    if isinstance(axis, int) and not isinstance(axis, bool):
+        return axis
+    raise TypeError(f"adaptive_grad_clip: axis must be None, an int or a tuple of ints, got {axis!r}")
+
+
+@pytree_dataclass
+class ClipByBlockRMS(Transform):
+    """Rescale each leaf whose root mean square exceeds ``threshold``: u ← u / max(1, rms(u) / threshold).
+
+    rms(u) = sqrt(mean(|u|²)) over the entries of one leaf (one parameter block).
+    """
+
+    threshold: Any
+
+    def init(self, params):
+        return EmptyState()
+
+    def update(self, updates, state, params=None, **extra):
+        threshold = jnp.asarray(self.threshold)
+
+        def clip_leaf(u):
+            u = jnp.asarray(u)
+            rms = safe_sqrt(squared_norm(u) / max(u.size, 1))
+            divisor = jnp.maximum(1, rms / threshold)
+            return (u / divisor.astype(compute_dtype(u))).astype(u.dtype)
+
+        return tree.map(clip_leaf, updates), state
+
+
+@pytree_dataclass
+class AdaptiveGradClip(Transform):
+    """Adaptive gradient clipping (AGC, Brock et al., 2021), unit by unit.
+
+    For each unit i (see :func:`unitwise_norm`) with update norm ‖u_i‖ and parameter norm ‖θ_i‖, let
+    m_i = clipping · max(‖θ_i‖, eps). Then u_i ← u_i if ‖u_i‖ < m_i, else u_i · m_i / max(‖u_i‖, 10⁻⁶).
+    """
+
+    clipping: Any
+    eps: Any = 1e-3
+    axis: int | tuple[int, ...] | None = static_field(default=None)
+
+    def init(self, params):
+        return EmptyState()
+
+    def update(self, updates, state, params=None, **extra):
+        if params is None:
+            raise ValueError("adaptive_grad_clip needs the parameters: call update(updates, state, params)")
+        clipping, eps = jnp.asarray(self.clipping), jnp.asarray(self.eps)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(updates)[0]:  # a clear error before any work
+            _unit_axes(jnp.asarray(leaf), self.axis, f"updates{jax.tree_util.keystr(path)}")
+
+        def clip_leaf(u, p):
+            u, p = jnp.asarray(u), jnp.asarray(p)
+            axes = _unit_axes(u, self.axis, "updates")
+            u_norm = safe_sqrt(squared_norm(u, axes, keepdims=True))
+            max_norm = clipping * jnp.maximum(safe_sqrt(squared_norm(p, axes, keepdims=True)), eps)
+            clipped = u * (max_norm / jnp.maximum(u_norm, _DIVISION_FLOOR)).astype(compute_dtype(u))
+            return jnp.where(u_norm < max_norm, u, clipped).astype(u.dtype)
+
+        return tree.map(clip_leaf, updates, params, names=("updates", "params")), state
+
+
+def clip_by_block_rms(threshold: Any) -> ClipByBlockRMS:
+    """Clip each parameter block (leaf) to a root mean square of at most ``threshold``.
+
+    u ← u / max(1, rms(u) / threshold) with rms(u) = sqrt(mean(|u|²)) over the leaf, so a leaf whose
+    RMS is below ``threshold`` is unchanged and any other is scaled down to RMS ``threshold``.
+
+    Args:
+      threshold: the largest RMS allowed for a leaf, > 0.
+
+    Returns:
+      A stateless transform.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from gradflow.transforms.clipping import clip_by_block_rms
+      >>> tx = clip_by_block_rms(1.0)
+      >>> updates = {"w": jnp.array([3.0, -4.0]), "b": jnp.array([0.5])}
+      >>> clipped, _ = tx.update(updates, tx.init(updates))
+      >>> clipped["w"], clipped["b"]  # rms(w) = 5/√2 is scaled to 1; b is below the threshold
+      (Array([ 0.8485281, -1.1313709], dtype=float32), Array([0.5], dtype=float32))
+    """
+    check_range("clip_by_block_rms", "threshold", threshold, 0.0, float("inf"), low_open=True)
+    return ClipByBlockRMS(threshold)
+
+
+def adaptive_grad_clip(clipping: Any, eps: Any = 1e-3, axis: int | tuple[int, ...] | None = None) -> AdaptiveGradClip:
+    """Adaptive gradient clipping (Brock et al., 2021, "High-Performance Large-Scale Image Recognition
+    Without Normalization"): bound each unit's update norm by ``clipping`` times its parameter norm.
+
+    For every unit i of every leaf (an output neuron's weights; see :func:`unitwise_norm`):
+    m_i = clipping · max(‖θ_i‖, eps) and u_i ← u_i if ‖u_i‖ < m_i, else u_i · m_i / ‖u_i‖
+    (the division uses max(‖u_i‖, 10⁻⁶), as optax does). ``eps`` keeps zero-initialised parameters
+    (biases) from freezing: their updates may still have norm ``clipping · eps``.
+
+    Args:
+      clipping: the largest ratio ‖u_i‖ / max(‖θ_i‖, eps) allowed, ≥ 0 (the paper uses 0.01 to 0.16).
+      eps: the smallest parameter norm assumed, ≥ 0.
+      axis: the axis or axes that make up one unit, for every leaf; ``None`` infers them from each
+        leaf's rank (see :func:`unitwise_norm`).
+
+    Returns:
+      A stateless transform whose ``update`` needs ``params``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from gradflow.transforms.clipping import adaptive_grad_clip
+      >>> tx = adaptive_grad_clip(0.1)
+      >>> params = {"w": jnp.array([[3.0, 0.0], [4.0, 1.0]])}  # column norms 5 and 1
+      >>> grads = {"w": jnp.array([[0.0, 1.0], [1.0, 0.0]])}   # column norms 1 and 1
+      >>> tx.update(grads, tx.init(params), params)[0]["w"]    # allowed: 0.5 and 0.1
+      Array([[0. , 0.1],
+             [0.5, 0. ]], dtype=float32)
+    """
+    check_nonnegative("adaptive_grad_clip", "clipping", clipping)
+    check_nonnegative("adaptive_grad_clip", "eps", eps)
+    return AdaptiveGradClip(clipping, eps, _canonical_axis(axis))

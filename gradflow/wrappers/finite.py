@@ -1,0 +1,157 @@
+"""Guards against non-finite numbers: skip a non-finite step (``apply_if_finite``), zero NaNs (``zero_nans``)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradflow import tree
+from gradflow.core import Transform, pytree_dataclass
+from gradflow.wrappers._common import as_transform, is_none
+
+__all__ = ["ApplyIfFinite", "ApplyIfFiniteState", "ZeroNans", "ZeroNansState", "all_finite", "apply_if_finite", "zero_nans"]
+
+
+class ApplyIfFiniteState(NamedTuple):
+    """The state of :func:`apply_if_finite` (optax's field names).
+
+    Attributes:
+      notfinite_count: int32 number of consecutive skipped steps (0 after a finite step).
+      last_finite: bool, whether the latest step was finite (and applied).
+      total_notfinite: int32 number of skipped steps since init (never reset).
+      inner_state: the inner transform's state, as of the latest finite step.
+    """
+
+    notfinite_count: jax.Array
+    last_finite: jax.Array
+    total_notfinite: jax.Array
+    inner_state: Any
+
+
+class ZeroNansState(NamedTuple):
+    """``found_nan``: one boolean per leaf, whether the latest updates had a NaN in that leaf."""
+
+    found_nan: Any
+
+
+def all_finite(updates: Any) -> jax.Array:
+    """A boolean scalar: whether every element of every leaf is finite (no NaN, no ±Inf)."""
+    checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(updates)]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
+
+
+def _zeros(updates: Any) -> Any:
+    return jax.tree.map(lambda u: None if u is None else jnp.zeros_like(u), updates, is_leaf=is_none)
+
+
+@pytree_dataclass
+class ApplyIfFinite(Transform):
+    """Run ``inner`` and apply its step only if the incoming updates and its output are all finite.
+
+    finite = all(isfinite(g)) ∧ all(isfinite(inner(g))); u ← inner(g) and the inner state advances if
+    finite, else u ← 0 and the inner state stays as it was.
+    """
+
+    inner: Transform
+
+    def init(self, params):
+        zero = jnp.zeros([], jnp.int32)
+        return ApplyIfFiniteState(zero, jnp.array(True), zero, self.inner.init(params))
+
+    def update(self, updates, state, params=None, **extra):
+        old = state.inner_state
+
+        def attempt(_):
+            out, new = self.inner.update(updates, old, params, **extra)
+            out = tree.cast_like(out, updates)
+            ok = all_finite(out)
+            out = jax.tree.map(lambda o: jnp.where(ok, o, jnp.zeros_like(o)), out)
+            new = jax.tree.map(lambda n, o: jnp.where(ok, n, o).astype(jnp.result_type(o)), new, old)
+            return out, new, ok
+
+        def skip(_):
+            return _zeros(updates), old, jnp.array(False)
+
+        # The inner update does not even run on a non-finite gradient (under vmap, both branches run).
+        out, inner_state, finite = jax.lax.cond(all_finite(updates), attempt, skip, None)
+        notfinite_count = jnp.where(finite, 0, tree.saturating_increment(state.notfinite_count))
+        total = jnp.where(finite, state.total_notfinite, tree.saturating_increment(state.total_notfinite))
+        return out, ApplyIfFiniteState(notfinite_count, finite, total, inner_state)
+
+
+@pytree_dataclass
+class ZeroNans(Transform):
+    """Replace NaNs by zero: u ← 0 where isnan(u), else u; record per leaf whether a NaN was found."""
+
+    def init(self, params):
+        return ZeroNansState(jax.tree.map(lambda p: None if p is None else jnp.array(False), params, is_leaf=is_none))
+
+    def update(self, updates, state, params=None, **extra):
+        found = tree.map(lambda u: jnp.any(jnp.isnan(u)), updates)
+        out = tree.map(lambda u: jnp.where(jnp.isnan(u), jnp.zeros_like(u), u), updates)
+        return out, ZeroNansState(found)
+
+
+def apply_if_finite(inner: Any, max_consecutive_errors: Any = None) -> ApplyIfFinite:
+    """Skip every step whose gradient, or whose update from ``inner``, holds a NaN or an Inf.
+
+    On a skipped step the returned updates are zeros and ``inner``'s state is left exactly as it was,
+    so a burst of bad batches (an overflow in mixed precision, a corrupt example) leaves no trace in
+    the optimizer's moments. The state counts consecutive and total skipped steps and records whether
+    the latest step was finite (:class:`ApplyIfFiniteState`, optax's field names).
+
+    Difference from optax: ``optax.apply_if_finite(inner, max_consecutive_errors)`` gives up after
+    ``max_consecutive_errors`` consecutive non-finite steps and applies the next non-finite update,
+    writing NaNs into the parameters and the optimizer state. gradflow never applies a non-finite
+    update, however many come in a row; watch ``state.notfinite_count`` to stop a diverged run.
+    optax also checks only the incoming gradient; gradflow checks the inner's output as well.
+
+    Args:
+      inner: the transform to guard (gradflow or optax).
+      max_consecutive_errors: not supported (see above); must be left out.
+
+    Returns:
+      An :class:`ApplyIfFinite` whose state is an :class:`ApplyIfFiniteState`.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> from gradflow.wrappers import apply_if_finite
+      >>> tx = apply_if_finite(gf.sgd(0.1, momentum=0.9))
+      >>> params = jnp.array([1.0, 2.0]); state = tx.init(params)
+      >>> updates, state = tx.update(jnp.array([1.0, jnp.nan]), state, params)
+      >>> updates, int(state.notfinite_count), bool(state.last_finite)
+      (Array([0., 0.], dtype=float32), 1, False)
+      >>> updates, state = tx.update(jnp.array([1.0, 1.0]), state, params)
+      >>> updates, int(state.notfinite_count), int(state.total_notfinite)
+      (Array([-0.1, -0.1], dtype=float32), 0, 1)
+    """
+    if max_consecutive_errors is not None:
+        raise TypeError(
+            "apply_if_finite: max_consecutive_errors is not supported: gradflow never applies a non-finite "
+            "update (optax applies one after max_consecutive_errors in a row); leave it out and watch "
+            "state.notfinite_count instead"
+        )
+    return ApplyIfFinite(as_transform("apply_if_finite", inner))
+
+
+def zero_nans() -> ZeroNans:
+    """Replace every NaN in the updates by 0 (±Inf pass through), as optax's ``zero_nans``.
+
+    u ← 0 where isnan(u), else u. The state's ``found_nan`` holds, for each leaf, whether the latest
+    updates had a NaN there.
+
+    Returns:
+      A :class:`ZeroNans` whose state is a :class:`ZeroNansState`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from gradflow.wrappers import zero_nans
+      >>> tx = zero_nans()
+      >>> g = {"a": jnp.array([1.0, jnp.nan]), "b": jnp.array([2.0])}
+      >>> updates, state = tx.update(g, tx.init(g))
+      >>> updates["a"], bool(state.found_nan["a"]), bool(state.found_nan["b"])
+      (Array([1., 0.], dtype=float32), True, False)
+    """
+    return ZeroNans()

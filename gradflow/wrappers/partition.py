@@ -1,0 +1,301 @@
+"""Route parameter groups to different transforms: ``partition``, ``masked``, ``freeze``.
+
+Each wrapper decides, for every leaf of the parameters, which transform sees it: a *label* per leaf
+(:func:`partition`, like torch's parameter groups) or a *mask bit* per leaf (:func:`masked`). The
+decision is static (a pytree of labels or booleans whose structure is a prefix of the parameters',
+or a function of the parameters that returns one), so it costs nothing at run time. A wrapped
+transform sees the updates and params with ``None`` in place of the leaves that are not its own
+(``None`` leaves pass through every gradflow transform), so it keeps state only for its own leaves.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradflow.core import EmptyState, Transform, pytree_dataclass, static_field
+from gradflow.wrappers._common import (
+    LeafSpec,
+    as_transform,
+    is_none,
+    keep,
+    leaves_of,
+    mask_extra,
+    normalize_bool,
+    normalize_label,
+)
+
+__all__ = [
+    "Masked",
+    "MaskedState",
+    "Partition",
+    "PartitionState",
+    "SetToZero",
+    "freeze",
+    "masked",
+    "multi_transform",
+    "partition",
+    "set_to_zero",
+]
+
+
+class PartitionState(NamedTuple):
+    """The state of each group's transform, by label."""
+
+    inner_states: dict[Any, Any]
+
+
+class MaskedState(NamedTuple):
+    """The inner transform's state (kept only for the leaves where the mask is true)."""
+
+    inner_state: Any
+
+
+def _route(
+    tx: Transform,
+    chosen: list[bool],
+    updates: Any,
+    state: Any,
+    params: Any,
+    extra: dict[str, Any],
+    mask_extra_args: bool,
+) -> tuple[list[Any], Any]:
+    """Run ``tx`` on the chosen leaves only; return its output leaves (aligned with ``updates``) and state."""
+    leaves, structure = jax.tree.flatten(updates, is_leaf=is_none)
+    sub_updates = structure.unflatten(keep(leaves, chosen))
+    sub_params = None
+    if params is not None:
+        sub_params = structure.unflatten(keep(leaves_of(structure, params, ("updates", "params")), chosen))
+    extra = mask_extra(extra, structure, chosen, mask_extra_args)
+    out, state = tx.update(sub_updates, state, sub_params, **extra)
+    return leaves_of(structure, out, ("updates", "the wrapped transform's updates")), state
+
+
+def _sub_params(params: Any, chosen: list[bool]) -> Any:
+    leaves, structure = jax.tree.flatten(params, is_leaf=is_none)
+    return structure.unflatten(keep(leaves, chosen))
+
+
+def _describe(paths: list[str], limit: int = 3) -> str:
+    shown = ", ".join(f"params{p}" for p in paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def _check_labels(owner: str, given: tuple[Any, ...], labels: list[Any] | tuple[Any, ...], paths: list[str] | None):
+    """Every label has a transform and every transform has at least one parameter; errors name them."""
+    known = set(given)
+    missing: dict[Any, list[str]] = {}
+    for i, label in enumerate(labels):
+        if label not in known:
+            missing.setdefault(label, []).append(paths[i] if paths is not None else "")
+    if missing:
+        label, where = next(iter(missing.items()))
+        used_by = f", used by {_describe(where)}" if paths is not None else ""
+        others = f" (and no transform for the labels {sorted(map(repr, missing))[1:]})" if len(missing) > 1 else ""
+        raise ValueError(
+            f"{owner}: no transform for the label {label!r}{used_by}{others}; transforms are given for "
+            f"{', '.join(map(repr, given))}"
+        )
+    used = set(labels)
+    unused = [label for label in given if label not in used]
+    if unused:
+        raise ValueError(
+            f"{owner}: no parameter is labelled {', '.join(map(repr, unused))}, so the transform given for it "
+            "would never run; remove it from transforms or label some parameters with it"
+        )
+
+
+@pytree_dataclass
+class Partition(Transform):
+    """Apply a different transform to each group of parameters; a group is the leaves with one label.
+
+    For a leaf labelled ``l``: u ← transforms[l](u). The state holds each group's transform state,
+    computed only over that group's leaves.
+    """
+
+    transforms: tuple[Transform, ...]
+    labels: tuple[Any, ...] = static_field()
+    param_labels: LeafSpec = static_field()
+    mask_compatible_extra_args: bool = static_field(default=False)
+
+    def _resolve(self, like: Any) -> list[Any]:
+        labels, paths = self.param_labels.resolve("partition", "param_labels", like, normalize_label)
+        _check_labels("partition", self.labels, labels, paths)
+        return labels
+
+    def init(self, params):
+        labels = self._resolve(params)
+        return PartitionState(
+            {
+                label: tx.init(_sub_params(params, [x == label for x in labels]))
+                for label, tx in zip(self.labels, self.transforms)
+            }
+        )
+
+    def update(self, updates, state, params=None, **extra):
+        labels = self._resolve(updates)
+        leaves, structure = jax.tree.flatten(updates, is_leaf=is_none)
+        out = list(leaves)
+        inner_states = {}
+        for label, tx in zip(self.labels, self.transforms):
+            chosen = [x == label for x in labels]
+            group_out, inner_states[label] = _route(
+                tx, chosen, updates, state.inner_states[label], params, extra, self.mask_compatible_extra_args
+            )
+            out = [new if c else old for new, old, c in zip(group_out, out, chosen)]
+        return structure.unflatten(out), PartitionState(inner_states)
+
+
+@pytree_dataclass
+class Masked(Transform):
+    """Apply ``inner`` where the mask is true; elsewhere the updates pass through unchanged.
+
+    For each leaf: u ← inner(u) if mask else u. ``inner`` keeps state only for the masked-in leaves.
+    """
+
+    inner: Transform
+    mask: LeafSpec = static_field()
+    mask_compatible_extra_args: bool = static_field(default=False)
+    owner: str = static_field(default="masked")  # the factory's name, for error messages
+
+    def _resolve(self, like: Any) -> list[bool]:
+        return self.mask.resolve(self.owner, "mask", like, normalize_bool)[0]
+
+    def init(self, params):
+        return MaskedState(self.inner.init(_sub_params(params, self._resolve(params))))
+
+    def update(self, updates, state, params=None, **extra):
+        chosen = self._resolve(updates)
+        leaves, structure = jax.tree.flatten(updates, is_leaf=is_none)
+        new, inner_state = _route(
+            self.inner, chosen, updates, state.inner_state, params, extra, self.mask_compatible_extra_args
+        )
+        out = [n if c else old for n, old, c in zip(new, leaves, chosen)]
+        return structure.unflatten(out), MaskedState(inner_state)
+
+
+@pytree_dataclass
+class SetToZero(Transform):
+    """Replace every update by zero: u ← 0."""
+
+    def init(self, params):
+        return EmptyState()
+
+    def update(self, updates, state, params=None, **extra):
+        return jax.tree.map(lambda u: None if u is None else jnp.zeros_like(u), updates, is_leaf=is_none), state
+
+
+def partition(transforms: dict[Any, Any], param_labels: Any, *, mask_compatible_extra_args: bool = False) -> Partition:
+    """Optimize each group of parameters with its own transform (torch's parameter groups).
+
+    For every parameter leaf with label ``l``: u ← transforms[l](u). Each transform sees only its
+    own group's leaves (the others are ``None``), so its state covers its group only; optax's
+    ``partition`` (formerly ``multi_transform``) has the same semantics.
+
+    Args:
+      transforms: a mapping from label to transform (gradflow or optax).
+      param_labels: a pytree of labels (hashable, e.g. strings) with the structure of the params, or a
+        prefix of it (a label on a subtree labels all its leaves), or a function ``params -> labels``
+        (define it once: it is static data, and a new function object recompiles a jitted step).
+      mask_compatible_extra_args: also hide the other groups' leaves in extra arguments that have the
+        structure of the updates.
+
+    Returns:
+      A :class:`Partition` whose state is a :class:`PartitionState`.
+
+    Raises:
+      ValueError: if a parameter has a label with no transform, or a transform's label is used by no
+        parameter (both named); a :class:`gradflow.TreeMismatchError` if the labels do not fit the params.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> from gradflow.wrappers import partition
+      >>> params = {"w": jnp.ones(2), "b": jnp.ones(1)}
+      >>> tx = partition({"fast": gf.sgd(0.1), "frozen": gf.sgd(0.0)}, {"w": "fast", "b": "frozen"})
+      >>> updates, state = tx.update({"w": jnp.ones(2), "b": jnp.ones(1)}, tx.init(params), params)
+      >>> updates["w"], updates["b"]
+      (Array([-0.1, -0.1], dtype=float32), Array([-0.], dtype=float32))
+    """
+    if not hasattr(transforms, "items"):
+        raise TypeError(f"partition: transforms must be a mapping from label to transform, got {transforms!r}")
+    labels = tuple(transforms)
+    for label in labels:
+        normalize_label("partition", f"the key {label!r} of transforms", label)
+    txs = tuple(as_transform("partition", tx, f"transforms[{label!r}]") for label, tx in transforms.items())
+    spec = LeafSpec.of("partition", "param_labels", param_labels, normalize_label)
+    if spec.values is not None:
+        _check_labels("partition", labels, spec.values, None)
+    return Partition(txs, labels, spec, bool(mask_compatible_extra_args))
+
+
+def multi_transform(
+    transforms: dict[Any, Any], param_labels: Any, *, mask_compatible_extra_args: bool = False
+) -> Partition:
+    """The former name of :func:`partition` (optax keeps both)."""
+    return partition(transforms, param_labels, mask_compatible_extra_args=mask_compatible_extra_args)
+
+
+def masked(inner: Any, mask: Any, *, mask_compatible_extra_args: bool = False) -> Masked:
+    """Apply ``inner`` only to the leaves where ``mask`` is true; the other updates pass unchanged.
+
+    For each leaf: u ← inner(u) where mask, u ← u elsewhere. ``inner`` sees ``None`` in place of the
+    masked-out leaves and keeps no state for them (optax's ``masked``).
+
+    Args:
+      inner: the transform to apply (gradflow or optax).
+      mask: a pytree of booleans with the structure of the params, or a prefix of it, or a function
+        ``params -> mask`` (define it once: it is static data). The booleans must be known when
+        tracing (Python booleans, e.g. from the shapes of the params), not traced arrays.
+      mask_compatible_extra_args: also mask extra arguments that have the structure of the updates.
+
+    Returns:
+      A :class:`Masked` whose state is a :class:`MaskedState`.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> from gradflow.wrappers import masked
+      >>> tx = masked(gf.scale(10.0), {"w": True, "b": False})
+      >>> g = {"w": jnp.ones(2), "b": jnp.ones(1)}
+      >>> tx.update(g, tx.init(g))[0]
+      {'b': Array([1.], dtype=float32), 'w': Array([10., 10.], dtype=float32)}
+    """
+    return Masked(
+        as_transform("masked", inner),
+        LeafSpec.of("masked", "mask", mask, normalize_bool),
+        bool(mask_compatible_extra_args),
+    )
+
+
+def set_to_zero() -> SetToZero:
+    """The transform u ← 0 (a frozen parameter's update).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from gradflow.wrappers import set_to_zero
+      >>> set_to_zero().update(jnp.array([1.0, -2.0]), None)[0]
+      Array([0., 0.], dtype=float32)
+    """
+    return SetToZero()
+
+
+def freeze(mask: Any) -> Masked:
+    """Freeze the parameters where ``mask`` is true: their updates are zero, the others pass unchanged.
+
+    For each leaf: u ← 0 where mask, u ← u elsewhere (optax's ``freeze``). Chain it after an optimizer
+    (``chain(adam(lr), freeze(mask))``) to keep the optimizer's state for every parameter, or use
+    :func:`partition` with :func:`set_to_zero` to keep none for the frozen ones.
+
+    Args:
+      mask: as in :func:`masked`; ``True`` freezes (a single ``True`` freezes everything).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> from gradflow.wrappers import freeze
+      >>> tx = gf.chain(gf.sgd(0.1), freeze({"w": False, "b": True}))
+      >>> g = {"w": jnp.ones(2), "b": jnp.ones(1)}
+      >>> tx.update(g, tx.init(g))[0]["b"]
+      Array([0.], dtype=float32)
+    """
+    return Masked(SetToZero(), LeafSpec.of("freeze", "mask", mask, normalize_bool), False, "freeze")
