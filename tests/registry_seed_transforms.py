@@ -12,7 +12,6 @@ from gradflow.transforms.noise import add_noise
 from gradflow.transforms.normalize import normalize_by_update_norm
 
 
-
 def _decaying_eta(count):
     """A plain function of the step count as ``eta`` (module level, so jit sees the same static schedule)."""
     return 0.1 / (1.0 + count)

@@ -46,10 +46,10 @@ def _canonical_axis(axis: Any) -> int | tuple[int, ...] | None:
 
 
 def centralize(*, axis: int | tuple[int, ...] | None = None) -> Centralize:
-    """Gradient centralization (Yong et al., 2020, "Gradient Centralization: A New Optimization
-    Technique for Deep Neural Networks"): make each weight slice's gradient zero-mean.
+    """Gradient centralization: make the gradient of each weight slice zero-mean.
 
-    For every leaf u of rank ≥ 2: u ← u − mean(u) over ``axis``; leaves of rank 0 and 1 (biases,
+    Yong et al., 2020, "Gradient Centralization: A New Optimization Technique for Deep Neural
+    Networks". For every leaf u of rank ≥ 2: u ← u − mean(u) over ``axis``; leaves of rank 0 and 1 (biases,
     scales) are left alone, as in the paper. The default, every axis but the first, is optax's and the
     paper's for weights stored output-first (PyTorch's ``(out, in)`` and ``(out, in, kh, kw)``): one
     mean per output unit. For Flax's input-first kernels (``(in, out)``, HWIO) the paper's rule is

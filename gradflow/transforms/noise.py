@@ -88,9 +88,7 @@ def _key_data(key: Any) -> tuple[jax.Array, str]:
             raise ValueError(f"add_noise: key must be a single PRNG key (shape ()), got shape {jnp.shape(key)}")
         return jax.random.key_data(key), str(jax.random.key_impl(key))
     if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer, jax.Array, np.ndarray)):
-        raise TypeError(
-            f"add_noise: key must be a jax.random.key, a raw uint32 key or an integer seed, got {key!r}"
-        )
+        raise TypeError(f"add_noise: key must be a jax.random.key, a raw uint32 key or an integer seed, got {key!r}")
     dtype = jnp.result_type(key)
     if not jnp.issubdtype(dtype, jnp.integer):
         raise TypeError(f"add_noise: key must be a jax.random.key or an integer seed, got dtype {dtype}")

@@ -20,7 +20,7 @@ from gradflow.transforms.clipping import compute_dtype, squared_norm
 from gradflow.transforms.regularization import FrozenMask
 from gradflow.validation import check_nonnegative
 
-__all__ = ["PrefixMask", "ScaleByTrustRatio", "frozen_mask", "scale_by_trust_ratio"]
+__all__ = ["PrefixMask", "ScaleByTrustRatio", "frozen_mask", "prefix_mask", "scale_by_trust_ratio"]
 
 
 def _is_none(x: Any) -> bool:
@@ -53,9 +53,11 @@ class PrefixMask:
             ) from None
 
 
-def frozen_mask(owner: str, name: str, mask: Any) -> FrozenMask | None:
-    """``mask`` (a tree of booleans that is a prefix of the params, or a function of the params
-    returning one) as a static :class:`~gradflow.transforms.regularization.FrozenMask`.
+def prefix_mask(owner: str, name: str, mask: Any) -> PrefixMask | None:
+    """A user's mask as a hashable :class:`PrefixMask`, which any ``mask=`` argument accepts.
+
+    ``mask`` is a tree of booleans that is a prefix of the params, or a function of the params
+    returning one.
 
     ``None`` and ``True`` (every leaf) give ``None``: no masking, and the same static structure as an
     unmasked transform.
@@ -63,15 +65,22 @@ def frozen_mask(owner: str, name: str, mask: Any) -> FrozenMask | None:
     Raises:
       TypeError: when a leaf of a mask tree is not a boolean; the error names ``owner`` and ``name``.
     """
-    if mask is None or (isinstance(mask, (bool, np.bool_)) and bool(mask)):
+    if mask is None or isinstance(mask, PrefixMask):
+        return mask
+    if isinstance(mask, (bool, np.bool_)) and bool(mask):
         return None
     if callable(mask):
-        return FrozenMask.of(PrefixMask(name, fn=mask))
+        return PrefixMask(name, fn=mask)
     leaves, treedef = jax.tree.flatten(mask)
     for leaf in leaves:
         if not isinstance(leaf, (bool, np.bool_)):
             raise TypeError(f"{owner}: {name} leaves must be Python booleans, got {leaf!r}")
-    return FrozenMask.of(PrefixMask(name, treedef=treedef, leaves=tuple(bool(x) for x in leaves)))
+    return PrefixMask(name, treedef=treedef, leaves=tuple(bool(x) for x in leaves))
+
+
+def frozen_mask(owner: str, name: str, mask: Any) -> FrozenMask | None:
+    """:func:`prefix_mask` wrapped in the static :class:`~gradflow.transforms.regularization.FrozenMask`."""
+    return FrozenMask.of(prefix_mask(owner, name, mask))
 
 
 def _safe_norm(x: jax.Array, min_norm: jax.Array) -> jax.Array:
@@ -83,7 +92,7 @@ def _safe_norm(x: jax.Array, min_norm: jax.Array) -> jax.Array:
 
 @pytree_dataclass
 class ScaleByTrustRatio(Transform):
-    """Rescale each leaf by its trust ratio: u ← u · r, where mask is true (everywhere by default),
+    """Rescale each leaf by its trust ratio, u ← u · r, where ``mask`` is true (everywhere by default).
 
     r = trust_coefficient · max(‖θ‖, min_norm) / (max(‖u‖, min_norm) + eps), and r = 1 where either
     norm is 0 (a zero-initialised layer, or a zero update). Norms are per leaf (the whole layer).
@@ -134,9 +143,10 @@ def scale_by_trust_ratio(
     *,
     mask: Any = None,
 ) -> ScaleByTrustRatio:
-    """Scale each leaf by its layer-wise trust ratio (You et al., 2017, "Large Batch Training of
-    Convolutional Networks"; 2020, "Large Batch Optimization for Deep Learning").
+    """Scale each leaf (layer) by its trust ratio ‖θ‖ / ‖u‖, the layer-wise rescaling of LARS and LAMB.
 
+    You et al., 2017, "Large Batch Training of Convolutional Networks"; 2020, "Large Batch
+    Optimization for Deep Learning: Training BERT in 76 minutes". Per leaf:
     u ← u · trust_coefficient · max(‖θ‖, min_norm) / (max(‖u‖, min_norm) + eps), with ‖·‖ the
     Euclidean norm of a whole leaf; the factor is 1 where ‖θ‖ or ‖u‖ is 0 (as in optax), so a
     zero-initialised layer still moves and a zero update gives no NaN. The step of each layer then has

@@ -7,13 +7,24 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gradflow import tree
 from gradflow.core import ForeignTransform, Transform
 
-__all__ = ["LeafSpec", "as_transform", "check_positive_int", "find_states", "is_none", "leaves_of"]
+__all__ = [
+    "LeafSpec",
+    "as_transform",
+    "check_positive_int",
+    "find_one_state",
+    "find_states",
+    "is_none",
+    "keep",
+    "leaves_of",
+    "mask_extra",
+    "normalize_bool",
+    "normalize_label",
+]
 
 
 def is_none(x: Any) -> bool:
@@ -164,7 +175,3 @@ def find_one_state(owner: str, state: Any, cls: type, transform: str) -> Any:
             f"contains exactly one {transform} (or that {transform}'s own state)"
         )
     return found[0]
-
-
-def cast_tree(x: Any, dtype: Any) -> Any:
-    return jax.tree.map(lambda leaf: None if leaf is None else jnp.asarray(leaf).astype(dtype), x, is_leaf=is_none)

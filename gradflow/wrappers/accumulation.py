@@ -50,12 +50,12 @@ class MultiSteps(Transform):
     accumulator_dtype: Any = static_field(default=None)
 
     def init(self, params):
+        tree.check_float_leaves(params)
         acc = jax.tree.map(
             lambda p: None if p is None else jnp.zeros(jnp.shape(p), _accumulator_dtype(p, self.accumulator_dtype)),
             params,
             is_leaf=is_none,
         )
-        tree.check_float_leaves(params)
         zero = jnp.zeros([], jnp.int32)
         return MultiStepsState(zero, zero, self.inner.init(params), acc)
 
@@ -101,13 +101,14 @@ def multi_steps(
 
     Difference from ``optax.MultiSteps``: optax runs the inner optimizer on every micro-step and
     discards the result (optax issue #472), which costs a full optimizer step per micro-batch; here
-    ``jax.lax.cond`` runs it only at i = k. Under ``jax.vmap`` with a batched predicate (states with a
-    leading batch axis, e.g. independent runs in lock-step), ``lax.cond`` becomes a ``select`` that
-    runs both branches; vmapping over hyperparameters only leaves the micro-step counter unbatched,
-    so the ``cond`` stays. ``every_k_schedule`` is a fixed integer (optax also takes a function of the
-    step count); there is no ``should_skip_update_fn`` (wrap the inner in
-    :func:`~gradflow.wrappers.apply_if_finite` instead); ``reduction="sum"`` is optax's
-    ``use_grad_mean=False``.
+    ``jax.lax.cond`` runs it only at i = k. Under ``jax.vmap``, a ``lax.cond`` whose predicate is
+    batched becomes a ``select`` that runs both branches, so every micro-step pays for the inner
+    step again: that happens when the state is batched (e.g. made by a vmapped ``init``). When the
+    state is made inside the vmapped function (vmapping over hyperparameters, as in a sweep), the
+    micro-step counter stays unbatched and the ``cond`` stays. ``every_k_schedule`` is a fixed
+    integer (optax also takes a function of the step count); there is no ``should_skip_update_fn``
+    (wrap the inner in :func:`~gradflow.wrappers.apply_if_finite` instead); ``reduction="sum"`` is
+    optax's ``use_grad_mean=False``.
 
     Args:
       inner: the optimizer to run every k micro-steps (gradflow or optax).

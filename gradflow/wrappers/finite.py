@@ -11,7 +11,15 @@ from gradflow import tree
 from gradflow.core import Transform, pytree_dataclass
 from gradflow.wrappers._common import as_transform, is_none
 
-__all__ = ["ApplyIfFinite", "ApplyIfFiniteState", "ZeroNans", "ZeroNansState", "all_finite", "apply_if_finite", "zero_nans"]
+__all__ = [
+    "ApplyIfFinite",
+    "ApplyIfFiniteState",
+    "ZeroNans",
+    "ZeroNansState",
+    "all_finite",
+    "apply_if_finite",
+    "zero_nans",
+]
 
 
 class ApplyIfFiniteState(NamedTuple):

@@ -93,7 +93,8 @@ def _check_labels(owner: str, given: tuple[Any, ...], labels: list[Any] | tuple[
     if missing:
         label, where = next(iter(missing.items()))
         used_by = f", used by {_describe(where)}" if paths is not None else ""
-        others = f" (and no transform for the labels {sorted(map(repr, missing))[1:]})" if len(missing) > 1 else ""
+        rest = list(missing)[1:]
+        others = f" (nor for the labels {', '.join(map(repr, rest))})" if rest else ""
         raise ValueError(
             f"{owner}: no transform for the label {label!r}{used_by}{others}; transforms are given for "
             f"{', '.join(map(repr, given))}"
@@ -213,10 +214,10 @@ def partition(transforms: dict[Any, Any], param_labels: Any, *, mask_compatible_
       >>> import jax.numpy as jnp, gradflow as gf
       >>> from gradflow.wrappers import partition
       >>> params = {"w": jnp.ones(2), "b": jnp.ones(1)}
-      >>> tx = partition({"fast": gf.sgd(0.1), "frozen": gf.sgd(0.0)}, {"w": "fast", "b": "frozen"})
+      >>> tx = partition({"fast": gf.sgd(0.1), "slow": gf.sgd(0.01)}, {"w": "fast", "b": "slow"})
       >>> updates, state = tx.update({"w": jnp.ones(2), "b": jnp.ones(1)}, tx.init(params), params)
       >>> updates["w"], updates["b"]
-      (Array([-0.1, -0.1], dtype=float32), Array([-0.], dtype=float32))
+      (Array([-0.1, -0.1], dtype=float32), Array([-0.01], dtype=float32))
     """
     if not hasattr(transforms, "items"):
         raise TypeError(f"partition: transforms must be a mapping from label to transform, got {transforms!r}")

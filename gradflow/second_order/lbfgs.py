@@ -1,0 +1,263 @@
+"""L-BFGS: the limited-memory BFGS direction by the two-loop recursion, and the optimizer with a line search.
+
+:func:`scale_by_lbfgs` keeps the last ``memory_size`` curvature pairs (s, y) = (Δw, Δg) in a ring buffer
+of static size (per leaf, stacked along a leading axis of length ``memory_size``) and maps the gradient g
+to H·g, H the L-BFGS approximation of the inverse Hessian (Nocedal & Wright, *Numerical Optimization*,
+2006, Algorithm 7.4). :func:`lbfgs` chains it with a sign flip (or a learning rate) and a line search, as
+``optax.lbfgs`` does.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradflow import tree
+from gradflow.core import Chain, Transform, chain, pytree_dataclass, static_field
+from gradflow.second_order.linesearch import scalar_dtype, scale_by_zoom_linesearch, tree_vdot
+from gradflow.transforms.elementwise import scale, scale_by_learning_rate
+from gradflow.validation import check_learning_rate, check_range
+
+__all__ = ["ScaleByLBFGS", "ScaleByLBFGSState", "lbfgs", "scale_by_lbfgs"]
+
+
+class ScaleByLBFGSState(NamedTuple):
+    """State of :func:`scale_by_lbfgs`.
+
+    Attributes:
+      count: int32 number of updates done (saturating).
+      params: the parameters at the previous update (zeros at init).
+      updates: the gradient at the previous update (zeros at init).
+      diff_params_memory: the stored s = Δw, per leaf an array of shape ``(memory_size, *leaf.shape)``.
+      diff_updates_memory: the stored y = Δg, same layout.
+      weights_memory: ρ = 1/⟨s, y⟩ of each slot, shape ``(memory_size,)`` (0 for an empty slot).
+      memory_count: int32 number of pairs stored so far (saturating); the next pair goes to slot
+        ``memory_count % memory_size``, overwriting the oldest.
+    """
+
+    count: jax.Array
+    params: Any
+    updates: Any
+    diff_params_memory: Any
+    diff_updates_memory: Any
+    weights_memory: jax.Array
+    memory_count: jax.Array
+
+
+def _safe_divide(numerator: jax.Array, denominator: jax.Array, where: jax.Array, otherwise: Any) -> jax.Array:
+    """numerator / denominator where ``where`` holds, else ``otherwise``, with finite gradients in both branches."""
+    return jnp.where(where, numerator / jnp.where(where, denominator, 1), otherwise)
+
+
+def two_loop_recursion(
+    updates: Any,
+    diff_params_memory: Any,
+    diff_updates_memory: Any,
+    weights_memory: jax.Array,
+    identity_scale: jax.Array,
+    memory_count: jax.Array,
+) -> Any:
+    """H·g by Algorithm 7.4 of Nocedal & Wright over the pairs in the ring buffer, oldest to newest.
+
+    q ← g; for i from newest to oldest: αᵢ = ρᵢ⟨sᵢ, q⟩, q ← q − αᵢyᵢ; r ← γ·q;
+    for i from oldest to newest: βᵢ = ρᵢ⟨yᵢ, r⟩, r ← r + (αᵢ − βᵢ)·sᵢ; return r.
+
+    Empty slots have ρ = 0 and leave q and r unchanged. The recursion runs in the scalar dtype of the
+    weights (at least float32) and the result comes back in each leaf's dtype.
+    """
+    dtype = weights_memory.dtype
+    memory_size = weights_memory.shape[0]
+    order = (memory_count + jnp.arange(memory_size)) % memory_size  # oldest slot first
+    vector = tree.map(lambda g: g.astype(jnp.promote_types(g.dtype, dtype)), updates)
+    pair = lambda memory, i: jax.tree.map(lambda m: m[i], memory)
+
+    def newest_to_oldest(q, i):
+        alpha = weights_memory[i] * tree_vdot(pair(diff_params_memory, i), q, dtype)
+        q = tree.map(lambda q, y: q - (alpha * y).astype(q.dtype), q, pair(diff_updates_memory, i))
+        return q, alpha
+
+    vector, alphas = jax.lax.scan(newest_to_oldest, vector, order, reverse=True)
+    vector = tree.map(lambda q: (identity_scale * q).astype(q.dtype), vector)
+
+    def oldest_to_newest(r, i_alpha):
+        i, alpha = i_alpha
+        beta = weights_memory[i] * tree_vdot(pair(diff_updates_memory, i), r, dtype)
+        r = tree.map(lambda r, s: r + ((alpha - beta) * s).astype(r.dtype), r, pair(diff_params_memory, i))
+        return r, None
+
+    vector, _ = jax.lax.scan(oldest_to_newest, vector, (order, alphas))
+    return tree.cast_like(vector, updates)
+
+
+@pytree_dataclass
+class ScaleByLBFGS(Transform):
+    """u ← H·g, the L-BFGS inverse-Hessian approximation applied to the gradient (see :func:`scale_by_lbfgs`).
+
+    Needs ``params``.
+    """
+
+    memory_size: int = static_field(default=10)
+    scale_init_precond: bool = static_field(default=True)
+
+    def init(self, params):
+        tree.check_float_leaves(params)
+        stacked = jax.tree.map(lambda p: jnp.zeros((self.memory_size, *jnp.shape(p)), jnp.result_type(p)), params)
+        return ScaleByLBFGSState(
+            count=jnp.zeros([], jnp.int32),
+            params=tree.zeros_like(params),
+            updates=tree.zeros_like(params),
+            diff_params_memory=stacked,
+            diff_updates_memory=stacked,
+            weights_memory=jnp.zeros([self.memory_size], scalar_dtype(params)),
+            memory_count=jnp.zeros([], jnp.int32),
+        )
+
+    def update(self, updates, state, params=None, **extra):
+        if params is None:
+            raise ValueError(
+                "scale_by_lbfgs needs params (the curvature pairs are differences of parameters): call "
+                "update(grads, state, params)"
+            )
+        dtype = state.weights_memory.dtype
+        memory_size = self.memory_size
+        # 1. The pair (s, y) of the previous step, stored if its curvature ⟨s, y⟩ is positive.
+        diff_params = tree.map(lambda p, q: p - q, params, state.params, names=("params", "state.params"))
+        diff_updates = tree.map(lambda g, h: g - h.astype(g.dtype), updates, state.updates, names=("updates", "state.updates"))
+        sy = tree_vdot(diff_params, diff_updates, dtype)
+        yy = tree_vdot(diff_updates, diff_updates, dtype)
+        accept = (state.count > 0) & (sy > jnp.finfo(dtype).eps * yy)
+        slot = state.memory_count % memory_size
+
+        def store(memory, new):
+            kept = jnp.where(accept, new.astype(memory.dtype), memory[slot])
+            return memory.at[slot].set(kept)
+
+        s_memory = jax.tree.map(store, state.diff_params_memory, diff_params)
+        y_memory = jax.tree.map(store, state.diff_updates_memory, diff_updates)
+        rho = _safe_divide(jnp.ones([], dtype), sy, accept, state.weights_memory[slot])
+        weights = state.weights_memory.at[slot].set(rho.astype(dtype))
+        memory_count = jnp.where(accept, tree.saturating_increment(state.memory_count), state.memory_count)
+
+        # 2. γ, the scale of the initial inverse Hessian γ·I: ⟨s, y⟩/⟨y, y⟩ of the newest stored pair, and
+        # min(1, 1/‖g‖) before any pair (optax's choice: the first step has length at most 1).
+        if self.scale_init_precond:
+            newest = (memory_count - 1) % memory_size
+            y_newest = jax.tree.map(lambda m: m[newest], y_memory)
+            yy_newest = tree_vdot(y_newest, y_newest, dtype)
+            sy_newest = _safe_divide(jnp.ones([], dtype), weights[newest], weights[newest] > 0, 0.0)
+            from_pairs = jnp.where(
+                accept, _safe_divide(sy, yy, accept, 1.0), _safe_divide(sy_newest, yy_newest, yy_newest > 0, 1.0)
+            )
+            norm = jnp.sqrt(jax.lax.stop_gradient(tree_vdot(updates, updates, dtype)))
+            first = jnp.minimum(1.0, _safe_divide(jnp.ones([], dtype), norm, norm > 0, jnp.inf))
+            identity_scale = jnp.where(memory_count > 0, from_pairs, first).astype(dtype)
+        else:
+            identity_scale = jnp.ones([], dtype)
+
+        # 3. The direction H·g by the two-loop recursion.
+        direction = two_loop_recursion(updates, s_memory, y_memory, weights, identity_scale, memory_count)
+        new_state = ScaleByLBFGSState(
+            count=tree.saturating_increment(state.count),
+            params=tree.cast_like(params, state.params),
+            updates=tree.cast_like(updates, state.updates),
+            diff_params_memory=s_memory,
+            diff_updates_memory=y_memory,
+            weights_memory=weights,
+            memory_count=memory_count,
+        )
+        return direction, new_state
+
+
+def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> ScaleByLBFGS:
+    r"""Scale the gradient by the L-BFGS approximation of the inverse Hessian (Algorithm 7.4 of Nocedal & Wright).
+
+    With the pairs sᵢ = wᵢ₊₁ − wᵢ, yᵢ = gᵢ₊₁ − gᵢ, ρᵢ = 1/⟨sᵢ, yᵢ⟩ of the last m = ``memory_size`` steps,
+
+        H = Vₖ₋₁ᵀ ⋯ Vₖ₋ₘᵀ (γ I) Vₖ₋ₘ ⋯ Vₖ₋₁ + Σᵢ ρᵢ (Vₖ₋₁ᵀ ⋯ Vᵢ₊₁ᵀ) sᵢsᵢᵀ (Vᵢ₊₁ ⋯ Vₖ₋₁),   Vᵢ = I − ρᵢ yᵢsᵢᵀ,
+
+    and the output is H·g, computed by the two-loop recursion in O(m·n) without forming H. With
+    ``scale_init_precond``, γ = ⟨s, y⟩/⟨y, y⟩ of the newest pair (N&W eq. 7.20) and, before any pair,
+    min(1, 1/‖g‖); otherwise γ = 1. A pair is stored only when ⟨s, y⟩ > ε_machine·⟨y, y⟩ (positive
+    curvature, as BFGS needs to stay positive definite; a line search with the Wolfe conditions
+    guarantees it, a fixed step on a non-convex loss does not); a skipped pair leaves the memory as it
+    was. The output is the direction +H·g: chain it with ``scale(-1)`` and a line search, as
+    :func:`lbfgs` does. Liu & Nocedal (1989).
+
+    Args:
+      memory_size: m ≥ 1, the number of pairs kept (static: it sets the state's shapes).
+      scale_init_precond: scale the initial inverse Hessian γ·I as above (else γ = 1).
+
+    Returns:
+      A :class:`ScaleByLBFGS` transform; its ``update`` needs ``params``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from gradflow.second_order.lbfgs import scale_by_lbfgs
+      >>> tx = scale_by_lbfgs()
+      >>> w = jnp.array([3.0, 4.0]); state = tx.init(w)
+      >>> tx.update(jnp.array([3.0, 4.0]), state, w)[0]  # first step: g / max(1, ‖g‖)
+      Array([0.6, 0.8], dtype=float32)
+    """
+    if isinstance(memory_size, bool) or not isinstance(memory_size, int):
+        raise TypeError(f"scale_by_lbfgs: memory_size must be an int >= 1, got {memory_size!r}")
+    check_range("scale_by_lbfgs", "memory_size", memory_size, 1, math.inf)
+    return ScaleByLBFGS(memory_size, bool(scale_init_precond))
+
+
+_DEFAULT_LINESEARCH = scale_by_zoom_linesearch(max_linesearch_steps=20, initial_guess_strategy="one")
+
+
+def lbfgs(
+    learning_rate: Any = None,
+    memory_size: int = 10,
+    scale_init_precond: bool = True,
+    linesearch: Transform | None = _DEFAULT_LINESEARCH,
+) -> Chain:
+    r"""L-BFGS (Liu & Nocedal, 1989): w ← w − η·H·g, H from the two-loop recursion, η from a line search.
+
+    ``chain(scale_by_lbfgs(memory_size, scale_init_precond), scale(-1), linesearch)``, optax's rule and
+    defaults: the line search is a strong-Wolfe zoom whose first trial is the full quasi-Newton step
+    η = 1 (:func:`scale_by_zoom_linesearch` with ``max_linesearch_steps=20,
+    initial_guess_strategy="one"``). A ``learning_rate`` replaces ``scale(-1)`` by
+    ``scale_by_learning_rate(learning_rate)`` (before the line search, if any); ``linesearch=None``
+    takes the fixed step −learning_rate·H·g and needs no ``value_fn``.
+
+    With a line search, ``update`` needs ``params`` and the extra arguments ``value_fn`` (the objective)
+    and, to avoid recomputing them, ``value`` and ``grad`` at ``params``. :func:`gradflow.minimize` runs
+    the whole solve in one compiled loop and reuses the line search's last evaluation.
+
+    Args:
+      learning_rate: optional fixed step size or schedule (``None``: −1, the line search sets the step).
+      memory_size: number of curvature pairs kept (static).
+      scale_init_precond: scale the initial inverse Hessian by ⟨s, y⟩/⟨y, y⟩ (see :func:`scale_by_lbfgs`).
+      linesearch: a line search transform (:func:`scale_by_zoom_linesearch`,
+        :func:`scale_by_backtracking_linesearch`), or ``None`` for none.
+
+    Returns:
+      The chained transform.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, gradflow
+      >>> from gradflow.second_order.lbfgs import lbfgs
+      >>> f = lambda w: jnp.sum(w ** 2)
+      >>> tx = lbfgs(); w = jnp.array([1.0, 2.0, 3.0]); state = tx.init(w)
+      >>> for _ in range(2):
+      ...     value, grad = jax.value_and_grad(f)(w)
+      ...     updates, state = tx.update(grad, state, w, value=value, grad=grad, value_fn=f)
+      ...     w = gradflow.apply_updates(w, updates)
+      >>> float(f(w)) < 1e-10
+      True
+    """
+    if learning_rate is None:
+        step = scale(-1.0)
+    else:
+        step = scale_by_learning_rate(check_learning_rate("lbfgs", learning_rate))
+    transforms = [scale_by_lbfgs(memory_size, scale_init_precond), step]
+    if linesearch is not None:
+        if not (callable(getattr(linesearch, "init", None)) and callable(getattr(linesearch, "update", None))):
+            raise TypeError(f"lbfgs: linesearch must be a transform or None, got {type(linesearch).__name__}")
+        transforms.append(linesearch)
+    return chain(*transforms)
