@@ -40,12 +40,7 @@ OPTIMIZERS = {
 NEEDS_GRAD_FN = {"nag"}
 
 for _family in FAMILIES:
-    try:
-        _module = importlib.import_module(f"registry_{_family}")
-    except ModuleNotFoundError as error:
-        if error.name != f"registry_{_family}":
-            raise
-        continue  # a family whose registry module is not written yet
+    _module = importlib.import_module(f"registry_{_family}")
     _clash = sorted(set(_module.OPTIMIZERS) & set(OPTIMIZERS))
     assert not _clash, f"registry_{_family} repeats {_clash}"
     OPTIMIZERS.update(_module.OPTIMIZERS)

@@ -16,8 +16,8 @@ LR = 0.01
 
 
 def step(tx, params, state):
-    """One optimizer step; ``grad_fn`` and ``value`` go to every update (transforms ignore what they do not use)."""
-    updates, state = tx.update(grad(params), state, params, grad_fn=grad, value=loss(params))
+    """One optimizer step; ``grad_fn``, ``value`` and ``value_fn`` go to every update (unused ones are ignored)."""
+    updates, state = tx.update(grad(params), state, params, grad_fn=grad, value=loss(params), value_fn=loss)
     return gf.apply_updates(params, updates), state
 
 
@@ -56,7 +56,7 @@ def test_pure_and_jit_equals_eager(name):
     state = tx.init(params)
 
     def update(tx, params, state):
-        return tx.update(grad(params), state, params, grad_fn=grad, value=loss(params))
+        return tx.update(grad(params), state, params, grad_fn=grad, value=loss(params), value_fn=loss)
 
     eager_1 = update(tx, params, state)
     eager_2 = update(tx, params, state)
@@ -146,7 +146,7 @@ def test_updates_have_gradient_dtype(name, dtype):
     """Law 6: updates come back in the gradient's dtype; apply_updates keeps each parameter's dtype."""
     tx = OPTIMIZERS[name](LR)
     params = make_params(dtype)
-    updates, _ = tx.update(grad(params), tx.init(params), params, grad_fn=grad, value=loss(params))
+    updates, _ = tx.update(grad(params), tx.init(params), params, grad_fn=grad, value=loss(params), value_fn=loss)
     for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)):
         assert u.dtype == p.dtype
     mixed = {"a": jnp.ones(2, jnp.bfloat16), "b": jnp.ones(2, jnp.float32)}

@@ -11,6 +11,27 @@ from gradflow.second_order.curvature import (  # noqa: F401 - re-exports
     hvp_from_grad,
     scale_by_curvature_step,
 )
+from gradflow.second_order.lbfgs import (  # noqa: F401 - re-exports
+    ScaleByLBFGS,
+    ScaleByLBFGSState,
+    lbfgs,
+    scale_by_lbfgs,
+)
+from gradflow.second_order.linesearch import (  # noqa: F401 - re-exports
+    BacktrackingLinesearchInfo,
+    ScaleByBacktrackingLinesearch,
+    ScaleByBacktrackingLinesearchState,
+    ScaleByZoomLinesearch,
+    ScaleByZoomLinesearchState,
+    ZoomLinesearchInfo,
+    scale_by_backtracking_linesearch,
+    scale_by_zoom_linesearch,
+    value_and_grad_from_state,
+)
+from gradflow.second_order.minimize import (  # noqa: F401 - re-exports
+    MinimizeResult,
+    minimize,
+)
 from gradflow.second_order.newton import (  # noqa: F401 - re-exports
     CGResult,
     NewtonState,

@@ -1,10 +1,10 @@
 """L-BFGS: the limited-memory BFGS direction by the two-loop recursion, and the optimizer with a line search.
 
 :func:`scale_by_lbfgs` keeps the last ``memory_size`` curvature pairs (s, y) = (Δw, Δg) in a ring buffer
-of static size (per leaf, stacked along a leading axis of length ``memory_size``) and maps the gradient g
-to H·g, H the L-BFGS approximation of the inverse Hessian (Nocedal & Wright, *Numerical Optimization*,
-2006, Algorithm 7.4). :func:`lbfgs` chains it with a sign flip (or a learning rate) and a line search, as
-``optax.lbfgs`` does.
+of static size (per leaf, stacked along a leading axis of ``memory_size`` rows and a scratch row) and maps
+the gradient g to H·g, H the L-BFGS approximation of the inverse Hessian (Nocedal & Wright, *Numerical
+Optimization*, 2006, Algorithm 7.4). :func:`lbfgs` chains it with a sign flip (or a learning rate) and a
+line search, as ``optax.lbfgs`` does.
 """
 
 from __future__ import annotations
@@ -31,9 +31,12 @@ class ScaleByLBFGSState(NamedTuple):
       count: int32 number of updates done (saturating).
       params: the parameters at the previous update (zeros at init).
       updates: the gradient at the previous update (zeros at init).
-      diff_params_memory: the stored s = Δw, per leaf an array of shape ``(memory_size, *leaf.shape)``.
+      diff_params_memory: the stored s = Δw, per leaf an array of shape ``(memory_size + 1, *leaf.shape)``:
+        the ``memory_size`` slots of the ring buffer and a last, scratch row where a skipped pair is written
+        (so that storing is always one in-place row update, whether the pair is kept or not).
       diff_updates_memory: the stored y = Δg, same layout.
-      weights_memory: ρ = 1/⟨s, y⟩ of each slot, shape ``(memory_size,)`` (0 for an empty slot).
+      weights_memory: ρ = 1/⟨s, y⟩ of each slot, shape ``(memory_size + 1,)`` (0 for an empty slot and for
+        the scratch row).
       memory_count: int32 number of pairs stored so far (saturating); the next pair goes to slot
         ``memory_count % memory_size``, overwriting the oldest.
     """
@@ -65,11 +68,12 @@ def two_loop_recursion(
     q ← g; for i from newest to oldest: αᵢ = ρᵢ⟨sᵢ, q⟩, q ← q − αᵢyᵢ; r ← γ·q;
     for i from oldest to newest: βᵢ = ρᵢ⟨yᵢ, r⟩, r ← r + (αᵢ − βᵢ)·sᵢ; return r.
 
-    Empty slots have ρ = 0 and leave q and r unchanged. The recursion runs in the scalar dtype of the
-    weights (at least float32) and the result comes back in each leaf's dtype.
+    The memories have ``memory_size + 1`` rows, the last one a scratch row that is never read. Empty
+    slots have ρ = 0 and leave q and r unchanged. The recursion runs in the scalar dtype of the weights
+    (at least float32) and the result comes back in each leaf's dtype.
     """
     dtype = weights_memory.dtype
-    memory_size = weights_memory.shape[0]
+    memory_size = weights_memory.shape[0] - 1
     order = (memory_count + jnp.arange(memory_size)) % memory_size  # oldest slot first
     vector = tree.map(lambda g: g.astype(jnp.promote_types(g.dtype, dtype)), updates)
     pair = lambda memory, i: jax.tree.map(lambda m: m[i], memory)
@@ -104,14 +108,15 @@ class ScaleByLBFGS(Transform):
 
     def init(self, params):
         tree.check_float_leaves(params)
-        stacked = jax.tree.map(lambda p: jnp.zeros((self.memory_size, *jnp.shape(p)), jnp.result_type(p)), params)
+        rows = self.memory_size + 1  # the ring buffer and a scratch row
+        stacked = jax.tree.map(lambda p: jnp.zeros((rows, *jnp.shape(p)), jnp.result_type(p)), params)
         return ScaleByLBFGSState(
             count=jnp.zeros([], jnp.int32),
             params=tree.zeros_like(params),
             updates=tree.zeros_like(params),
             diff_params_memory=stacked,
             diff_updates_memory=stacked,
-            weights_memory=jnp.zeros([self.memory_size], scalar_dtype(params)),
+            weights_memory=jnp.zeros([rows], scalar_dtype(params)),
             memory_count=jnp.zeros([], jnp.int32),
         )
 
@@ -125,31 +130,34 @@ class ScaleByLBFGS(Transform):
         memory_size = self.memory_size
         # 1. The pair (s, y) of the previous step, stored if its curvature ⟨s, y⟩ is positive.
         diff_params = tree.map(lambda p, q: p - q, params, state.params, names=("params", "state.params"))
-        diff_updates = tree.map(lambda g, h: g - h.astype(g.dtype), updates, state.updates, names=("updates", "state.updates"))
+        diff_updates = tree.map(
+            lambda g, h: g - h.astype(g.dtype), updates, state.updates, names=("updates", "state.updates")
+        )
         sy = tree_vdot(diff_params, diff_updates, dtype)
         yy = tree_vdot(diff_updates, diff_updates, dtype)
         accept = (state.count > 0) & (sy > jnp.finfo(dtype).eps * yy)
-        slot = state.memory_count % memory_size
-
-        def store(memory, new):
-            kept = jnp.where(accept, new.astype(memory.dtype), memory[slot])
-            return memory.at[slot].set(kept)
-
+        # A skipped pair goes to the scratch row: one in-place row update either way (a select between the
+        # new and the old row would make XLA copy the whole memory).
+        slot = jnp.where(accept, state.memory_count % memory_size, memory_size)
+        store = lambda memory, new: memory.at[slot].set(new.astype(memory.dtype))
         s_memory = jax.tree.map(store, state.diff_params_memory, diff_params)
         y_memory = jax.tree.map(store, state.diff_updates_memory, diff_updates)
-        rho = _safe_divide(jnp.ones([], dtype), sy, accept, state.weights_memory[slot])
-        weights = state.weights_memory.at[slot].set(rho.astype(dtype))
+        weights = state.weights_memory.at[slot].set(_safe_divide(jnp.ones([], dtype), sy, accept, 0.0).astype(dtype))
         memory_count = jnp.where(accept, tree.saturating_increment(state.memory_count), state.memory_count)
 
         # 2. γ, the scale of the initial inverse Hessian γ·I: ⟨s, y⟩/⟨y, y⟩ of the newest stored pair, and
         # min(1, 1/‖g‖) before any pair (optax's choice: the first step has length at most 1).
         if self.scale_init_precond:
-            newest = (memory_count - 1) % memory_size
-            y_newest = jax.tree.map(lambda m: m[newest], y_memory)
-            yy_newest = tree_vdot(y_newest, y_newest, dtype)
-            sy_newest = _safe_divide(jnp.ones([], dtype), weights[newest], weights[newest] > 0, 0.0)
-            from_pairs = jnp.where(
-                accept, _safe_divide(sy, yy, accept, 1.0), _safe_divide(sy_newest, yy_newest, yy_newest > 0, 1.0)
+
+            def from_newest_stored_pair():  # when this step's pair was skipped
+                newest = (memory_count - 1) % memory_size
+                y_newest = jax.tree.map(lambda m: m[newest], y_memory)
+                yy_newest = tree_vdot(y_newest, y_newest, dtype)
+                sy_newest = _safe_divide(jnp.ones([], dtype), weights[newest], weights[newest] > 0, 0.0)
+                return _safe_divide(sy_newest, yy_newest, yy_newest > 0, 1.0).astype(dtype)
+
+            from_pairs = jax.lax.cond(
+                accept, lambda: _safe_divide(sy, yy, accept, 1.0).astype(dtype), from_newest_stored_pair
             )
             norm = jnp.sqrt(jax.lax.stop_gradient(tree_vdot(updates, updates, dtype)))
             first = jnp.minimum(1.0, _safe_divide(jnp.ones([], dtype), norm, norm > 0, jnp.inf))
@@ -195,7 +203,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> Sc
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from gradflow.second_order.lbfgs import scale_by_lbfgs
+      >>> from gradflow.second_order import scale_by_lbfgs
       >>> tx = scale_by_lbfgs()
       >>> w = jnp.array([3.0, 4.0]); state = tx.init(w)
       >>> tx.update(jnp.array([3.0, 4.0]), state, w)[0]  # first step: g / max(1, ‖g‖)
@@ -241,7 +249,7 @@ def lbfgs(
 
     Example:
       >>> import jax, jax.numpy as jnp, gradflow
-      >>> from gradflow.second_order.lbfgs import lbfgs
+      >>> from gradflow.second_order import lbfgs
       >>> f = lambda w: jnp.sum(w ** 2)
       >>> tx = lbfgs(); w = jnp.array([1.0, 2.0, 3.0]); state = tx.init(w)
       >>> for _ in range(2):

@@ -9,9 +9,10 @@ extra arguments of ``update``:
 - ``value`` and ``grad``: f(w) and ∇f(w) at the current ``params``. When absent they are computed
   (``grad`` from ``grad_fn(params)`` when given, else by differentiating ``value_fn``).
 
-Each search is a ``lax.while_loop`` inside a ``jax.jit`` keyed on ``value_fn`` (and ``grad_fn``), so
-an eager ``update`` with the same ``value_fn`` reuses one compiled search instead of tracing
-``value_fn`` again at every step (optax issue #1171). The inputs of the search are held constant for
+Each search is a ``lax.while_loop`` inside a ``jax.jit`` keyed on ``value_fn`` (and on ``grad_fn`` when
+``grad`` is not given), so an eager ``update`` with the same ``value_fn`` reuses one compiled search
+instead of tracing ``value_fn`` again at every step (optax issue #1171). Define ``value_fn`` once: a new
+lambda or ``functools.partial`` at every step is a new key. The inputs of the search are held constant for
 differentiation: ``jax.grad`` through a step treats the step size η as a constant, which is exact for
 backtracking (η is piecewise constant in the parameters) and for a zoom that accepts its first guess,
 and neglects ∂η/∂w when the zoom interpolates.
@@ -59,7 +60,7 @@ def scalar_dtype(params: Any) -> jnp.dtype:
     """The dtype of scalar products over ``params``: the leaves' real dtype, promoted to at least float32."""
     leaves = [x for x in jax.tree.leaves(params) if x is not None]
     dtype = jnp.result_type(*leaves) if leaves else jnp.float32
-    real = jnp.zeros((), dtype).real.dtype
+    real = jnp.finfo(dtype).dtype  # the real dtype of a complex one
     return jnp.promote_types(real, jnp.float32)
 
 
@@ -69,8 +70,8 @@ def tree_vdot(a: Any, b: Any, dtype: Any) -> jax.Array:
         jnp.real(jnp.vdot(x.astype(jnp.promote_types(x.dtype, dtype)), y.astype(jnp.promote_types(y.dtype, dtype))))
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
     ]
-    if not parts:
-        return jnp.zeros((), dtype)
+    if len(parts) <= 1:
+        return parts[0].astype(dtype) if parts else jnp.zeros((), dtype)
     return jnp.sum(jnp.stack([p.astype(dtype) for p in parts]))
 
 
@@ -101,7 +102,9 @@ def value_fn_kwargs(value_fn: Callable, extra: dict[str, Any]) -> dict[str, Any]
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         return candidates
     named = {
-        p.name for p in parameters[1:] if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        p.name
+        for p in parameters[1:]
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     }
     return {k: v for k, v in candidates.items() if k in named}
 
@@ -252,9 +255,9 @@ _backtracking = _jit_search(_backtracking_search)
 
 @pytree_dataclass
 class ScaleByBacktrackingLinesearch(Transform):
-    """u ← η·u for the first η in guess, guess·decrease_factor, ... with f(w + η·u) ≤ (1 + rtol)·f(w) + η·slope_rtol·⟨u, ∇f(w)⟩ + atol.
+    """u ← η·u, η the first of guess·decrease_factorᵏ with f(w + η·u) ≤ (1 + rtol)·f(w) + η·c₁·⟨u, ∇f(w)⟩ + atol.
 
-    The guess is min(increase_factor · η_prev, max_learning_rate). Needs ``params`` and the extra
+    c₁ is ``slope_rtol``. The guess is min(increase_factor · η_prev, max_learning_rate). Needs ``params`` and the extra
     argument ``value_fn`` (see :func:`scale_by_backtracking_linesearch`).
     """
 
@@ -284,9 +287,16 @@ class ScaleByBacktrackingLinesearch(Transform):
         _check_value(owner, value)
         dtype = jnp.result_type(state.learning_rate)
         new_state = _backtracking(
-            self, params, updates, value, grad, state.learning_rate, value_fn_kwargs(value_fn, extra),
-            value_fn=value_fn, grad_fn=grad_fn,
-        )  # fmt: skip
+            self,
+            params,
+            updates,
+            value,
+            grad,
+            state.learning_rate,
+            value_fn_kwargs(value_fn, extra),
+            value_fn=value_fn,
+            grad_fn=grad_fn if grad is None else None,  # not a key of the compiled search when unused
+        )
         new_state = jax.tree.map(lambda new, old: new.astype(jnp.result_type(old)), new_state, state)
         return scale_updates(new_state.learning_rate.astype(dtype), updates), new_state
 
@@ -336,12 +346,13 @@ def scale_by_backtracking_linesearch(
 
     Example:
       >>> import jax, jax.numpy as jnp, gradflow
+      >>> from gradflow.second_order import scale_by_backtracking_linesearch
       >>> f = lambda w: jnp.sum(w ** 2)
-      >>> tx = gradflow.chain(gradflow.sgd(1.0), gradflow.scale_by_backtracking_linesearch(15))
+      >>> tx = gradflow.chain(gradflow.sgd(1.0), scale_by_backtracking_linesearch(15))
       >>> w = jnp.array([1.0, 2.0, 3.0]); state = tx.init(w)
       >>> updates, state = tx.update(jax.grad(f)(w), state, w, value=f(w), value_fn=f)
-      >>> float(state[-1].learning_rate)  # 1 and 0.8 fail, 0.64 passes: w ← w − 0.64·2w
-      0.64
+      >>> round(float(state[-1].learning_rate), 6)  # η = 1 maps w to −w (no decrease); η = 0.8 passes
+      0.8
     """
     owner = "scale_by_backtracking_linesearch"
     if isinstance(max_backtracking_steps, bool) or not isinstance(max_backtracking_steps, int):
@@ -354,9 +365,16 @@ def scale_by_backtracking_linesearch(
     check_nonnegative(owner, "atol", atol)
     check_nonnegative(owner, "rtol", rtol)
     return ScaleByBacktrackingLinesearch(
-        slope_rtol, decrease_factor, increase_factor, max_learning_rate, atol, rtol,
-        max_backtracking_steps, bool(store_grad), bool(verbose),
-    )  # fmt: skip
+        slope_rtol,
+        decrease_factor,
+        increase_factor,
+        max_learning_rate,
+        atol,
+        rtol,
+        max_backtracking_steps,
+        bool(store_grad),
+        bool(verbose),
+    )
 
 
 # --- zoom (strong Wolfe) ---------------------------------------------------------------------------------------------
@@ -506,8 +524,14 @@ def _zoom_search(ls, params, updates, value, grad, learning_rate, fn_kwargs, *, 
         done = error <= ls.tol
         set_high_to_trial = (dec > 0.0) | (new_value >= s.value_low)
         set_high_to_low = (new_slope * (s.high - s.low) >= 0.0) & ~set_high_to_trial
-        low, high, latest = (s.low, s.value_low, s.slope_low), (s.high, s.value_high, s.slope_high), (trial, new_value, new_slope)
-        new_high = tuple(jnp.where(set_high_to_trial, t, jnp.where(set_high_to_low, lo, hi)) for t, lo, hi in zip(latest, low, high))
+        low, high, latest = (
+            (s.low, s.value_low, s.slope_low),
+            (s.high, s.value_high, s.slope_high),
+            (trial, new_value, new_slope),
+        )
+        new_high = tuple(
+            jnp.where(set_high_to_trial, t, jnp.where(set_high_to_low, lo, hi)) for t, lo, hi in zip(latest, low, high)
+        )
         new_low = tuple(jnp.where(set_high_to_trial, lo, t) for t, lo in zip(latest, low))
         changed_high = set_high_to_trial | set_high_to_low
         cubic_ref = (jnp.where(changed_high, s.high, s.low), jnp.where(changed_high, s.value_high, s.value_low))
@@ -546,23 +570,43 @@ def _zoom_search(ls, params, updates, value, grad, learning_rate, fn_kwargs, *, 
             interval_found=jnp.where(s.interval_found, True, found),
             done=done,
             failed=failed,
-            low=scalar(low[0]), value_low=scalar(low[1]), slope_low=scalar(low[2]),
-            high=scalar(high[0]), value_high=scalar(high[1]), slope_high=scalar(high[2]),
-            cubic_ref=scalar(ref[0]), value_cubic_ref=scalar(ref[1]),
-            safe_stepsize=scalar(safe[0]), safe_value=scalar(safe[1]), safe_grad=safe[2],
-        )  # fmt: skip
+            low=scalar(low[0]),
+            value_low=scalar(low[1]),
+            slope_low=scalar(low[2]),
+            high=scalar(high[0]),
+            value_high=scalar(high[1]),
+            slope_high=scalar(high[2]),
+            cubic_ref=scalar(ref[0]),
+            value_cubic_ref=scalar(ref[1]),
+            safe_stepsize=scalar(safe[0]),
+            safe_value=scalar(safe[1]),
+            safe_grad=safe[2],
+        )
 
     zero, inf, false = scalar(0.0), scalar(jnp.inf), jnp.asarray(False)
     init = _Zoom(
         count=jnp.zeros([], jnp.int32),
-        stepsize=zero, value=value_init, grad=grad_init, slope=slope_init,
-        decrease_error=inf, curvature_error=inf,
-        interval_found=false, done=false, failed=false,
-        low=zero, value_low=value_init, slope_low=slope_init,
-        high=zero, value_high=value_init, slope_high=slope_init,
-        cubic_ref=zero, value_cubic_ref=value_init,
-        safe_stepsize=zero, safe_value=value_init, safe_grad=grad_init,
-    )  # fmt: skip
+        stepsize=zero,
+        value=value_init,
+        grad=grad_init,
+        slope=slope_init,
+        decrease_error=inf,
+        curvature_error=inf,
+        interval_found=false,
+        done=false,
+        failed=false,
+        low=zero,
+        value_low=value_init,
+        slope_low=slope_init,
+        high=zero,
+        value_high=value_init,
+        slope_high=slope_init,
+        cubic_ref=zero,
+        value_cubic_ref=value_init,
+        safe_stepsize=zero,
+        safe_value=value_init,
+        safe_grad=grad_init,
+    )
     final = jax.lax.while_loop(lambda s: ~(s.done | s.failed), body, init)
     if ls.verbose:
         _cond_print(
@@ -619,9 +663,16 @@ class ScaleByZoomLinesearch(Transform):
         _check_value(owner, value)
         dtype = jnp.result_type(state.learning_rate)
         new_state = _zoom(
-            self, params, updates, value, grad, state.learning_rate, value_fn_kwargs(value_fn, extra),
-            value_fn=value_fn, grad_fn=grad_fn,
-        )  # fmt: skip
+            self,
+            params,
+            updates,
+            value,
+            grad,
+            state.learning_rate,
+            value_fn_kwargs(value_fn, extra),
+            value_fn=value_fn,
+            grad_fn=grad_fn if grad is None else None,  # not a key of the compiled search when unused
+        )
         new_state = jax.tree.map(lambda new, old: new.astype(jnp.result_type(old)), new_state, state)
         return scale_updates(new_state.learning_rate.astype(dtype), updates), new_state
 
@@ -680,8 +731,9 @@ def scale_by_zoom_linesearch(
 
     Example:
       >>> import jax, jax.numpy as jnp, gradflow
+      >>> from gradflow.second_order import scale_by_zoom_linesearch
       >>> f = lambda w: jnp.sum((w - 1.0) ** 4)
-      >>> tx = gradflow.chain(gradflow.sgd(1.0), gradflow.scale_by_zoom_linesearch(20))
+      >>> tx = gradflow.chain(gradflow.sgd(1.0), scale_by_zoom_linesearch(20))
       >>> w = jnp.array([3.0, -1.0]); state = tx.init(w)
       >>> updates, state = tx.update(jax.grad(f)(w), state, w, value_fn=f)
       >>> bool(state[-1].info.decrease_error == 0) and bool(state[-1].info.curvature_error == 0)
@@ -710,9 +762,17 @@ def scale_by_zoom_linesearch(
     except (TypeError, jax.errors.ConcretizationTypeError):
         pass  # traced or array-valued: not checked
     return ScaleByZoomLinesearch(
-        max_learning_rate, tol, increase_factor, slope_rtol, curv_rtol, approx_dec_rtol, stepsize_precision,
-        max_linesearch_steps, initial_guess_strategy, bool(verbose),
-    )  # fmt: skip
+        max_learning_rate,
+        tol,
+        increase_factor,
+        slope_rtol,
+        curv_rtol,
+        approx_dec_rtol,
+        stepsize_precision,
+        max_linesearch_steps,
+        initial_guess_strategy,
+        bool(verbose),
+    )
 
 
 # --- reuse of the line search's last evaluation ----------------------------------------------------------------------
@@ -752,9 +812,10 @@ def value_and_grad_from_state(value_fn: Callable[..., Any]) -> Callable[..., tup
 
     Example:
       >>> import jax.numpy as jnp, gradflow
+      >>> from gradflow.second_order import lbfgs, value_and_grad_from_state
       >>> f = lambda w: jnp.sum(w ** 2)
-      >>> tx = gradflow.lbfgs(); w = jnp.array([1.0, 2.0]); state = tx.init(w)
-      >>> value_and_grad = gradflow.value_and_grad_from_state(f)
+      >>> tx = lbfgs(); w = jnp.array([1.0, 2.0]); state = tx.init(w)
+      >>> value_and_grad = value_and_grad_from_state(f)
       >>> for _ in range(2):
       ...     value, grad = value_and_grad(w, state=state)
       ...     updates, state = tx.update(grad, state, w, value=value, grad=grad, value_fn=f)

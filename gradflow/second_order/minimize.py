@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradflow import tree
 from gradflow.core import Transform, apply_updates, chain
@@ -108,8 +109,7 @@ def minimize(
 
     Example:
       >>> import jax.numpy as jnp, gradflow
-      >>> from gradflow.second_order.lbfgs import lbfgs
-      >>> from gradflow.second_order.minimize import minimize
+      >>> from gradflow.second_order import lbfgs, minimize
       >>> def rosenbrock(w):
       ...     return (1 - w[0]) ** 2 + 100 * (w[1] - w[0] ** 2) ** 2
       >>> result = minimize(rosenbrock, jnp.array([-1.2, 1.0]), lbfgs(), tol=1e-4)
@@ -125,8 +125,9 @@ def minimize(
     if not isinstance(tx, Transform):
         tx = chain(tx)
     tree.check_float_leaves(x0, "x0")
-    max_steps = jnp.asarray(max_steps, jnp.int32)
-    tol = jnp.asarray(tol, scalar_dtype(x0))
+    # NumPy scalars: jit takes them on its fast path (an eager jnp.asarray costs more than a small solve).
+    max_steps = np.asarray(max_steps, np.int32)
+    tol = np.asarray(tol, scalar_dtype(x0))
     try:
         hash(fun)
     except TypeError:
