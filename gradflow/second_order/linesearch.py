@@ -165,6 +165,26 @@ def _jit_search(search: Callable) -> Callable:
     return call
 
 
+def _search_update(owner, search, ls, updates, state, params, value, grad, value_fn, grad_fn, extra):
+    """The ``update`` of both line searches: run ``search`` from the state's step size, scale the direction."""
+    require_extras(owner, params, value_fn)
+    _check_value(owner, value)
+    dtype = jnp.result_type(state.learning_rate)
+    new_state = search(
+        ls,
+        params,
+        updates,
+        value,
+        grad,
+        state.learning_rate,
+        value_fn_kwargs(value_fn, extra),
+        value_fn=value_fn,
+        grad_fn=grad_fn if grad is None else None,  # not a key of the compiled search when unused
+    )
+    new_state = jax.tree.map(lambda new, old: new.astype(jnp.result_type(old)), new_state, state)
+    return scale_updates(new_state.learning_rate.astype(dtype), updates), new_state
+
+
 def _cond_print(condition: jax.Array, message: str, **kwargs: Any) -> None:
     jax.lax.cond(condition, lambda: jax.debug.print(message, **kwargs), lambda: None)
 
@@ -282,23 +302,10 @@ class ScaleByBacktrackingLinesearch(Transform):
         )
 
     def update(self, updates, state, params=None, *, value=None, grad=None, value_fn=None, grad_fn=None, **extra):
-        owner = "scale_by_backtracking_linesearch"
-        require_extras(owner, params, value_fn)
-        _check_value(owner, value)
-        dtype = jnp.result_type(state.learning_rate)
-        new_state = _backtracking(
-            self,
-            params,
-            updates,
-            value,
-            grad,
-            state.learning_rate,
-            value_fn_kwargs(value_fn, extra),
-            value_fn=value_fn,
-            grad_fn=grad_fn if grad is None else None,  # not a key of the compiled search when unused
-        )
-        new_state = jax.tree.map(lambda new, old: new.astype(jnp.result_type(old)), new_state, state)
-        return scale_updates(new_state.learning_rate.astype(dtype), updates), new_state
+        return _search_update(
+            "scale_by_backtracking_linesearch", _backtracking, self, updates, state, params, value, grad,
+            value_fn, grad_fn, extra,
+        )  # fmt: skip
 
 
 def scale_by_backtracking_linesearch(
@@ -658,23 +665,10 @@ class ScaleByZoomLinesearch(Transform):
         )
 
     def update(self, updates, state, params=None, *, value=None, grad=None, value_fn=None, grad_fn=None, **extra):
-        owner = "scale_by_zoom_linesearch"
-        require_extras(owner, params, value_fn)
-        _check_value(owner, value)
-        dtype = jnp.result_type(state.learning_rate)
-        new_state = _zoom(
-            self,
-            params,
-            updates,
-            value,
-            grad,
-            state.learning_rate,
-            value_fn_kwargs(value_fn, extra),
-            value_fn=value_fn,
-            grad_fn=grad_fn if grad is None else None,  # not a key of the compiled search when unused
-        )
-        new_state = jax.tree.map(lambda new, old: new.astype(jnp.result_type(old)), new_state, state)
-        return scale_updates(new_state.learning_rate.astype(dtype), updates), new_state
+        return _search_update(
+            "scale_by_zoom_linesearch", _zoom, self, updates, state, params, value, grad,
+            value_fn, grad_fn, extra,
+        )  # fmt: skip
 
 
 def scale_by_zoom_linesearch(
