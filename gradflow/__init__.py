@@ -349,6 +349,7 @@ __all__ = [
     "difference",
     "ewma",
     "ewma_with_offset",
+    "experiments",
     "exponential_decay",
     "factored_dims",
     "factored_ewma",
@@ -452,3 +453,4 @@ __all__ = [
     "yogi_moment",
     "zero_nans",
 ]
+from gradflow import experiments

@@ -1,7 +1,7 @@
-"""Run the demo race: ``python -m gradflow``."""
+"""``python -m gradflow`` is the ``gradflow`` command (see :mod:`gradflow.cli`)."""
 
 import sys
 
-from gradflow.demo import main
+from gradflow.cli import main
 
 sys.exit(main())

@@ -1,0 +1,243 @@
+"""The ``gradflow`` command: race optimizers on test landscapes, sweep hyperparameters, check gradients.
+
+``gradflow race`` (the README's demo) races the eight optimizers of the seeds on the Rosenbrock
+valley, each at the best of 25 learning rates trained in one compiled program, prints a table and
+saves the comparison figure. ``gradflow landscapes`` lists the landscapes, ``gradflow sweep`` draws
+the final loss over a grid of hyperparameters, ``gradflow gradcheck`` verifies every landscape's
+hand-written gradient against central differences.
+
+Bad arguments end in one line on stderr that lists the valid choices, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gradflow`` console script (also ``python -m gradflow``)."""
+    from gradflow.experiments.landscapes import LANDSCAPES
+    from gradflow.experiments.race import RACERS, SEED_OPTIMIZERS
+
+    parser = _Parser(prog="gradflow", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    race = commands.add_parser("race", help="race optimizers on a landscape (default: the seeds' eight on rosenbrock)")
+    race.add_argument("landscape", nargs="?", default="rosenbrock", help=f"one of {', '.join(LANDSCAPES)}")
+    race.add_argument(
+        "--optimizers", default=",".join(SEED_OPTIMIZERS), help=f"comma-separated, from {', '.join(RACERS)}"
+    )
+    race.add_argument("--steps", type=int, default=2000, help="steps per run (default 2000)")
+    race.add_argument("--grid", type=int, default=25, help="learning rates tried per optimizer, 1e-4 to 1 (default 25)")
+    race.add_argument("--start", default=None, help="start point, comma-separated (default: the landscape's)")
+    race.add_argument("--tolerance", type=float, default=1e-6, help="arrival tolerance on the loss (default 1e-6)")
+    race.add_argument("--out", default="race.png", help="figure file (default race.png); 'none' for no figure")
+
+    commands.add_parser("landscapes", help="list the landscapes")
+
+    sweep = commands.add_parser("sweep", help="final loss over a grid of hyperparameters, as a heatmap")
+    sweep.add_argument("landscape", nargs="?", default="rosenbrock", help=f"one of {', '.join(LANDSCAPES)}")
+    sweep.add_argument("--optimizer", default="adam", help=f"one of {', '.join(RACERS)}")
+    sweep.add_argument("--param", action="append", default=None, metavar="NAME=SPEC",
+                       help="a hyperparameter axis (at most two): SPEC is log:LO:HI:N, lin:LO:HI:N or "
+                            "comma-separated values (default learning_rate=log:1e-4:1:64)")  # fmt: skip
+    sweep.add_argument("--steps", type=int, default=500, help="steps per run (default 500)")
+    sweep.add_argument("--out", default="sweep.png", help="figure file (default sweep.png); 'none' for no figure")
+
+    gradcheck = commands.add_parser("gradcheck", help="check the landscapes' analytic gradients")
+    gradcheck.add_argument("landscapes", nargs="?", default=",".join(LANDSCAPES), help="comma-separated names")
+
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "landscapes":
+        return _list_landscapes()
+    command = commands.choices[args.command]  # errors name the subcommand: "gradflow race: error: ..."
+    landscapes = args.landscapes if args.command == "gradcheck" else args.landscape
+    _check_choices(command, "landscape", landscapes.split(","), LANDSCAPES)
+    if args.command == "gradcheck":
+        return _gradcheck([LANDSCAPES[name] for name in landscapes.split(",")])
+    _check_positive(command, "--steps", args.steps)
+    if args.command == "race":
+        names = [name for name in args.optimizers.split(",") if name]
+        _check_choices(command, "optimizer", names, RACERS)
+        _check_positive(command, "--grid", args.grid)
+        start = _parse_start(command, args.start, LANDSCAPES[args.landscape].dim)
+        return _race(LANDSCAPES[args.landscape], names, args.steps, args.grid, start, args.tolerance, args.out)
+    _check_choices(command, "optimizer", [args.optimizer], RACERS)
+    axes = _parse_axes(command, args.param or ["learning_rate=log:1e-4:1:64"])
+    return _sweep(LANDSCAPES[args.landscape], args.optimizer, axes, args.steps, args.out, command)
+
+
+def _check_choices(parser, what, names, choices):
+    unknown = [name for name in names if name not in choices]
+    if unknown or not names:
+        parser.error(f"unknown {what} {', '.join(map(repr, unknown)) or '(none given)'}; "
+                     f"choose from {', '.join(choices)}")  # fmt: skip
+
+
+def _check_positive(parser, flag, value):
+    if value < 1:
+        parser.error(f"{flag} needs a whole number >= 1, got {value}")
+
+
+def _parse_start(parser, text, dim):
+    if text is None:
+        return None
+    try:
+        point = [float(x) for x in text.split(",")]
+    except ValueError:
+        parser.error(f"--start needs {dim} comma-separated numbers, got {text!r}")
+    if len(point) != dim or not np.all(np.isfinite(point)):
+        parser.error(f"--start needs {dim} finite comma-separated numbers, got {text!r}")
+    return point
+
+
+def _parse_axes(parser, specs):
+    if len(specs) > 2:
+        parser.error(f"--param: at most two axes, got {len(specs)}")
+    axes = {}
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        try:
+            kind, *bounds = values.split(":")
+            if kind in ("log", "lin") and len(bounds) == 3:
+                low, high, count = float(bounds[0]), float(bounds[1]), int(bounds[2])
+                if count < 1 or (kind == "log" and min(low, high) <= 0):
+                    raise ValueError
+                axes[name] = np.geomspace(low, high, count) if kind == "log" else np.linspace(low, high, count)
+            else:
+                axes[name] = np.array([float(v) for v in values.split(",")])
+        except ValueError:
+            parser.error(f"--param {spec!r}: needs NAME=log:LO:HI:N (LO, HI > 0), NAME=lin:LO:HI:N or NAME=V1,V2,...")
+        if not name or not np.all(np.isfinite(axes[name])):
+            parser.error(f"--param {spec!r}: needs a name and finite values")
+    return axes
+
+
+def _list_landscapes() -> int:
+    from gradflow.experiments.landscapes import LANDSCAPES
+
+    width = max(map(len, LANDSCAPES))
+    for landscape in LANDSCAPES.values():
+        minimum = "unbounded below" if landscape.minimum_value is None else f"min {landscape.minimum_value:g}"
+        print(f"{landscape.name:<{width}}  {landscape.dim}-D  {minimum:<16} start {landscape.start}  "
+              f"{landscape.description}")  # fmt: skip
+    return 0
+
+
+def _race(landscape, names, steps, grid, start, tolerance, out) -> int:
+    from gradflow.experiments.race import race
+
+    results = race(landscape, names, steps=steps, learning_rates=np.logspace(-4, 0, grid), start=start,
+                   tolerance=tolerance, progress=True)  # fmt: skip
+    print(f"{landscape.name}: {landscape.description}; start {start or landscape.start}, {steps} steps, "
+          f"best of {grid} learning rates per optimizer, each optimizer one compiled program")  # fmt: skip
+    print(f"{'optimizer':<10} {'best lr':>9} {'final loss':>11} {f'steps to {tolerance:g}':>14} {'wall s':>7}")
+    ranked = sorted(results, key=lambda r: (r.steps_to_tolerance is None, r.steps_to_tolerance or 0, r.final_loss))
+    for result in ranked:
+        arrival = "—" if result.steps_to_tolerance is None else str(result.steps_to_tolerance)
+        print(f"{result.optimizer:<10} {result.learning_rate:>9.2e} {result.final_loss:>11.3e} {arrival:>14} "
+              f"{result.seconds:>7.2f}")  # fmt: skip
+    if out.lower() != "none":
+        _save_race_figure(landscape, results, out)
+        print(f"figure: {out}")
+    return 0
+
+
+def _save_race_figure(landscape, results, out):
+    import matplotlib.pyplot as plt
+
+    from gradflow.experiments import plots
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
+    trajectories = {r.optimizer: np.asarray(r.history.trajectory) for r in results}
+    plots.plot_race(landscape, trajectories, ax=left, title=f"{landscape.name}: best learning rate each")
+    plots.plot_losses({r.optimizer: r.history for r in results}, minimum_value=landscape.minimum_value, ax=right,
+                      log=landscape.minimum_value is not None, title="loss")  # fmt: skip
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+
+
+def _sweep(landscape, optimizer, axes, steps, out, parser) -> int:
+    import jax.numpy as jnp
+
+    from gradflow.experiments.grid import optimizer_grid
+    from gradflow.experiments.loop import sweep
+    from gradflow.experiments.race import RACERS
+
+    try:
+        grid = optimizer_grid(RACERS[optimizer], **axes)
+    except TypeError as error:
+        parser.error(f"--param: {optimizer} does not take {', '.join(axes)} ({error})")
+    began = time.perf_counter()
+    history = sweep(landscape.fn, jnp.asarray(landscape.start, jnp.float32), grid.txs, steps=steps)
+    final = grid.reshape(np.asarray(history.final_loss, np.float64))
+    seconds = time.perf_counter() - began
+    finite = np.where(np.isfinite(final), final, np.inf)
+    best = np.unravel_index(np.argmin(finite), final.shape) if np.isfinite(finite).any() else None
+    per_step = 1e9 * seconds / (final.size * steps)
+    print(f"{optimizer} on {landscape.name}: {final.size} configurations × {steps} steps in one compiled program, "
+          f"{seconds:.2f} s ({per_step:.0f} ns per configuration-step, compile included)")  # fmt: skip
+    if best is None:
+        print("every configuration diverged")
+    else:
+        values = ", ".join(f"{name}={grid.axes[name][i]:.4g}" for name, i in zip(grid.axes, best))
+        print(f"best: {values}  final loss {final[best]:.3e}")
+    if out.lower() != "none":
+        import matplotlib.pyplot as plt
+
+        from gradflow.experiments import plots
+
+        names = list(grid.axes)
+        if len(names) == 1:
+            figure = plots.plot_sweep_heatmap(final, grid.axes[names[0]], None, x_label=names[0], y_label=None,
+                                              title=f"{optimizer} on {landscape.name}, {steps} steps")  # fmt: skip
+        else:
+            figure = plots.plot_sweep_heatmap(final.T, grid.axes[names[0]], grid.axes[names[1]], x_label=names[0],
+                                              y_label=names[1], log_y=False,
+                                              title=f"{optimizer} on {landscape.name}, {steps} steps")  # fmt: skip
+        figure.savefig(out, dpi=120)
+        plt.close(figure)
+        print(f"figure: {out}")
+    return 0
+
+
+def _gradcheck(landscapes) -> int:
+    import jax
+    import jax.numpy as jnp
+
+    from gradflow.gradcheck import check_grads
+
+    failed = 0
+    with jax.enable_x64(True):
+        for landscape in landscapes:
+            points = [landscape.start, *landscape.minima, *landscape.starts[1:]]
+            reports = [check_grads(landscape.fn, jnp.asarray(p, jnp.float64), grad_fn=landscape.grad) for p in points]
+            ok = all(report.ok for report in reports)
+            failed += not ok
+            print(f"{landscape.name:<14} {'ok' if ok else 'FAILED'} at {len(points)} points")
+            for report in reports:
+                if not report.ok:
+                    print(report)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

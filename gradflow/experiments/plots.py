@@ -1,0 +1,396 @@
+"""Figures of optimizer races with matplotlib: trajectories over a landscape's contours, loss curves,
+learning-rate schedules and hyperparameter sweeps. matplotlib is an optional dependency, imported here
+and nowhere else in gradflow. Every function draws into ``ax`` (a new figure when ``None``), returns the
+:class:`~matplotlib.figure.Figure` and never calls ``plt.show``, so it runs under the Agg backend and in
+CI. What a diverged run leaves (NaN, inf, points outside a landscape's window) is masked, never allowed
+to rescale the axes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradflow.experiments.history import History
+
+try:
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+except ImportError as error:
+    raise ImportError("gradflow.experiments.plots needs matplotlib: pip install 'gradflow[experiments]'") from error
+
+__all__ = ["plot_losses", "plot_race", "plot_schedule", "plot_sweep_heatmap"]
+
+_FLOOR = 1e-16  # values at or below it (a loss that reached its minimum exactly) are drawn at it on log axes
+_MARKERS = 20  # about this many markers per trajectory; the line itself keeps every point
+
+
+def _axes(ax: Any) -> tuple[Any, Any]:
+    """The root figure and the axes to draw into (a new figure when ``ax`` is ``None``)."""
+    if ax is None:
+        return plt.subplots(layout="constrained")
+    return ax.figure.figure, ax
+
+
+def _colors(n: int) -> list[Any]:
+    """``n`` distinct colors: matplotlib's tab10 cycle, or samples of turbo when there are more than 10."""
+    if n <= 10:
+        return [matplotlib.colormaps["tab10"](i) for i in range(n)]
+    return list(matplotlib.colormaps["turbo"](np.linspace(0.05, 0.95, n)))
+
+
+def _markevery(n: int) -> list[int]:
+    """About ``_MARKERS`` evenly spaced indices of ``n`` points, always with the first and the last."""
+    return np.unique(np.append(np.arange(0, n, max(1, n // _MARKERS)), n - 1)).tolist()
+
+
+def _log_floor(values: np.ndarray) -> np.ndarray:
+    """Finite values clipped below at ``_FLOOR``; NaN where a value is not finite (the run diverged)."""
+    return np.where(np.isfinite(values), np.maximum(values, _FLOOR), np.nan)
+
+
+def _in_window(name: str, trajectory: Any, window: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """The trajectory as a float ``(T, dim)`` array, NaN at non-finite points and points outside the window."""
+    dim = len(window)
+    points = np.asarray(trajectory, dtype=np.float64)
+    if points.ndim == 1 and dim == 1:
+        points = points[:, None]
+    if points.ndim != 2 or points.shape[1] != dim or len(points) == 0:
+        raise ValueError(f"plot_race: trajectory {name!r} has shape {points.shape}, expected (T, {dim}) with T > 0")
+    lo, hi = np.asarray(window, dtype=np.float64).T
+    inside = np.isfinite(points).all(axis=1) & ((points >= lo) & (points <= hi)).all(axis=1)
+    return np.where(inside[:, None], points, np.nan)
+
+
+def _mark(ax: Any, points: np.ndarray, label: str, **style: Any) -> None:
+    """Plot marker-only points (rows of ``(x, y)``), kept out of the legend by the leading underscore."""
+    if len(points):
+        ax.plot(points[:, 0], points[:, 1], linestyle="none", label=f"_{label}", **style)
+
+
+_START = dict(marker="o", markersize=9, markerfacecolor="white", markeredgecolor="black", zorder=5)
+_GLOBAL = dict(marker="*", markersize=18, markerfacecolor="gold", markeredgecolor="black", zorder=6)
+_LOCAL = dict(marker="D", markersize=7, markerfacecolor="white", markeredgecolor="black", zorder=6)
+
+
+def _contour_levels(Z: np.ndarray, levels: int, log_scale: bool) -> tuple[np.ndarray, Any, Any]:
+    """The array to contour, its levels and norm: log-spaced levels on ``Z − min Z`` plus a small offset."""
+    Z = np.ma.masked_invalid(Z)
+    if not log_scale:
+        return Z, levels, None
+    shifted = Z - Z.min()
+    span = float(shifted.max())
+    offset = span * 1e-6 if span > 0 else 1.0
+    top = span + offset
+    return shifted + offset, np.geomspace(offset, top, levels), LogNorm(offset, top)
+
+
+def _on_curve(landscape: Any, groups: list[np.ndarray]) -> list[np.ndarray]:
+    """Each group of 1-D points as rows ``(x, f(x))``, with ``f`` evaluated in one jitted call."""
+    points = np.concatenate(groups)
+    values = np.asarray(jax.jit(jax.vmap(landscape.fn))(jnp.asarray(points)), dtype=np.float64)
+    curves = np.column_stack([points[:, 0], values])
+    return np.split(curves, np.cumsum([len(group) for group in groups])[:-1])
+
+
+def plot_race(
+    landscape: Any,
+    trajectories: Mapping[str, Any],
+    *,
+    ax: Any = None,
+    levels: int = 30,
+    title: str | None = None,
+) -> Any:
+    """The optimizers' paths over a landscape, the seeds' comparison figure.
+
+    A 2-D landscape is drawn as contours over its ``window`` (log-spaced levels when ``log_scale``), each
+    trajectory as a line with thinned markers; a 1-D one as the curve ``f(x)`` with each trajectory as
+    markers at ``(x, f(x))`` and its final point enlarged. Start points are white circles, global minima
+    gold stars and local minima white diamonds. The axes keep the window as limits: points that are not
+    finite or lie outside the window are left out (the line breaks there), so a diverging optimizer
+    cannot rescale the figure.
+
+    Args:
+      landscape: a :class:`~gradflow.experiments.landscapes.Landscape` of dimension 1 or 2.
+      trajectories: optimizer name → points of shape ``(T, dim)``, e.g. :attr:`History.trajectory`.
+      ax: axes to draw into; a new figure when ``None``.
+      levels: number of contour levels (2-D only).
+      title: defaults to the landscape's name.
+
+    Returns:
+      The figure.
+
+    Example:
+      >>> from gradflow.experiments.landscapes import rosenbrock
+      >>> fig = plot_race(rosenbrock, {"gd": [[-1.2, 1.0], [-0.9, 0.8], [-0.5, 0.3]]})
+      >>> plt.close(fig)
+    """
+    if landscape.dim not in (1, 2):
+        raise ValueError(f"plot_race: only 1-D and 2-D landscapes are drawn, {landscape.name} has dim {landscape.dim}")
+    fig, ax = _axes(ax)
+    window = landscape.window
+    paths = {name: _in_window(name, points, window) for name, points in trajectories.items()}
+    starts = [path[0] for path in paths.values() if np.isfinite(path[0]).all()]
+    starts = np.unique(starts, axis=0) if starts else np.asarray([landscape.start], dtype=np.float64)
+    minima = np.asarray(landscape.minima, dtype=np.float64).reshape(-1, landscape.dim)
+    local_minima = np.asarray(landscape.local_minima, dtype=np.float64).reshape(-1, landscape.dim)
+    if landscape.dim == 2:
+        X, Y, Z = landscape.grid()
+        shown, contour_levels, norm = _contour_levels(Z, levels, landscape.log_scale)
+        ax.contourf(X, Y, shown, levels=contour_levels, norm=norm, cmap="Greys", alpha=0.45)
+        ax.contour(X, Y, shown, levels=contour_levels, norm=norm, colors="0.35", linewidths=0.4)
+        for (name, path), color in zip(paths.items(), _colors(len(paths))):
+            ax.plot(path[:, 0], path[:, 1], color=color, linewidth=1.5, marker="o", markersize=3.5,
+                    markevery=_markevery(len(path)), label=name, zorder=4)  # fmt: skip
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+    else:
+        X, Z = landscape.grid()
+        ax.plot(X, Z, color="0.3", linewidth=1.5, label="_f")
+        *curves, starts, minima, local_minima = _on_curve(landscape, [*paths.values(), starts, minima, local_minima])
+        for name, curve, color in zip(paths, curves, _colors(len(paths))):
+            ax.plot(curve[:, 0], curve[:, 1], color=color, linestyle="none", marker="o", markersize=5, alpha=0.7,
+                    markevery=_markevery(len(curve)), label=name, zorder=4)  # fmt: skip
+            finite = curve[np.isfinite(curve).all(axis=1)]
+            _mark(ax, finite[-1:], "final", marker="o", markersize=11, markerfacecolor=color,
+                  markeredgecolor="black", markeredgewidth=1.5, zorder=5)  # fmt: skip
+        finite_Z = Z[np.isfinite(Z)]
+        pad = 0.05 * float(np.ptp(finite_Z)) or 1.0
+        ax.set_ylim(finite_Z.min() - pad, finite_Z.max() + pad)
+        ax.set_xlabel("x")
+        ax.set_ylabel("f(x)")
+    _mark(ax, starts, "start", **_START)
+    _mark(ax, minima, "global minimum", **_GLOBAL)
+    _mark(ax, local_minima, "local minimum", **_LOCAL)
+    ax.set_xlim(window[0])
+    if landscape.dim == 2:
+        ax.set_ylim(window[1])
+    if paths:
+        ax.legend(loc="best", fontsize="small")
+    ax.set_title(landscape.name if title is None else title)
+    return fig
+
+
+def _loss_record(name: str, record: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int | None]:
+    """``(steps, loss, val_loss, stopped_at)`` of a :class:`History` or of a 1-D array of losses."""
+    if isinstance(record, History):
+        if record.loss is None:
+            raise ValueError(f"plot_losses: history {name!r} did not record the loss")
+        loss = np.asarray(record.loss, dtype=np.float64)
+        steps = np.asarray(record.steps)
+        val_loss = None if record.val_loss is None else np.asarray(record.val_loss, dtype=np.float64)
+        stopped_at = None if val_loss is None else int(record.stopped_at)
+    else:
+        loss = np.asarray(record, dtype=np.float64)
+        steps, val_loss, stopped_at = np.arange(loss.size), None, None
+    if loss.ndim != 1:
+        raise ValueError(f"plot_losses: {name!r} has losses of shape {loss.shape}; pass one run (history[i])")
+    return steps, loss, val_loss, stopped_at
+
+
+def plot_losses(
+    histories: Mapping[str, Any],
+    *,
+    minimum_value: float | None = None,
+    ax: Any = None,
+    log: bool = True,
+    title: str | None = None,
+) -> Any:
+    """Loss curves against the step, ``loss − minimum_value`` on a log axis by default.
+
+    On the log axis, values at or below 1e-16 (a run that reached the minimum exactly) are drawn at 1e-16
+    and non-finite values (a diverged run) are left out. A history with a validation loss also gets it
+    dashed in the same color, and a dotted vertical line at ``stopped_at`` when early stopping froze the
+    parameters before the end of the run.
+
+    Args:
+      histories: name → :class:`History` (its ``steps`` and ``loss``) or a 1-D array of losses (one per
+        step).
+      minimum_value: subtracted from every loss (a landscape's ``minimum_value``); ``None``: nothing.
+      ax: axes to draw into; a new figure when ``None``.
+      log: logarithmic y axis.
+      title: the axes title (none by default).
+
+    Returns:
+      The figure.
+
+    Example:
+      >>> fig = plot_losses({"gd": np.array([1.0, 0.5, 0.25]), "adam": np.array([1.0, 0.1, 0.01])})
+      >>> plt.close(fig)
+    """
+    fig, ax = _axes(ax)
+    shift = 0.0 if minimum_value is None else minimum_value
+
+    def shown(values: np.ndarray) -> np.ndarray:
+        values = values - shift
+        return _log_floor(values) if log else np.where(np.isfinite(values), values, np.nan)
+
+    for (name, record), color in zip(histories.items(), _colors(len(histories))):
+        steps, loss, val_loss, stopped_at = _loss_record(name, record)
+        ax.plot(steps, shown(loss), color=color, label=name)
+        if val_loss is not None:
+            ax.plot(steps, shown(val_loss), color=color, linestyle="--", label=f"{name} (validation)")
+            if stopped_at <= steps[-1]:  # a run that never stopped has stopped_at = its number of steps
+                ax.axvline(stopped_at, color=color, linestyle=":", label=f"_{name} stopped")
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss" if minimum_value is None else "loss − minimum")
+    if histories:
+        ax.legend(loc="best", fontsize="small")
+    if title is not None:
+        ax.set_title(title)
+    return fig
+
+
+def _schedule_values(schedule: Callable[[Any], Any], steps: int) -> np.ndarray:
+    """``schedule`` at the counts ``0 … steps − 1``: one jitted ``vmap``, or a loop for a function that
+    needs concrete counts (Python branching on the count, NumPy calls)."""
+    try:
+        values = jax.jit(jax.vmap(schedule))(jnp.arange(steps))
+    except jax.errors.JAXTypeError:
+        values = [schedule(count) for count in range(steps)]
+    return np.broadcast_to(np.asarray(values, dtype=np.float64), (steps,))
+
+
+def plot_schedule(schedules: Any, steps: int, *, ax: Any = None, title: str | None = None) -> Any:
+    """Values of schedules at the counts ``0 … steps − 1``.
+
+    Args:
+      schedules: a schedule (a callable of an int count: a gradflow schedule or a plain function), or a
+        mapping name → schedule (then a legend names them).
+      steps: number of counts evaluated, >= 1.
+      ax: axes to draw into; a new figure when ``None``.
+      title: the axes title (none by default).
+
+    Returns:
+      The figure.
+
+    Example:
+      >>> import gradflow
+      >>> fig = plot_schedule({"exponential": gradflow.exponential_decay(0.1, 100, 0.1)}, 300)
+      >>> plt.close(fig)
+    """
+    if not (isinstance(steps, (int, np.integer)) and steps >= 1):
+        raise ValueError(f"plot_schedule: steps must be an integer >= 1, got {steps!r}")
+    fig, ax = _axes(ax)
+    named = isinstance(schedules, Mapping)
+    for name, schedule in schedules.items() if named else [("_schedule", schedules)]:
+        ax.plot(np.arange(steps), _schedule_values(schedule, steps), label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("value")
+    if named and schedules:
+        ax.legend(loc="best", fontsize="small")
+    if title is not None:
+        ax.set_title(title)
+    return fig
+
+
+def _check_positive(centers: np.ndarray, log: bool, label: str) -> None:
+    if log and not (centers > 0).all():
+        raise ValueError(f"plot_sweep_heatmap: a log axis needs positive {label} values, got {centers}")
+
+
+def _cell_edges(centers: np.ndarray, log: bool) -> np.ndarray:
+    """Cell boundaries around ``centers``: midpoints between neighbours, in log space on a log axis."""
+    c = np.log10(centers) if log else centers
+    if len(c) == 1:
+        edges = np.array([c[0] - 0.5, c[0] + 0.5])
+    else:
+        middle = (c[1:] + c[:-1]) / 2
+        edges = np.concatenate([[2 * c[0] - middle[0]], middle, [2 * c[-1] - middle[-1]]])
+    return 10**edges if log else edges
+
+
+_BEST = dict(marker="*", markersize=16, markerfacecolor="white", markeredgecolor="black", linestyle="none", zorder=5)
+
+
+def plot_sweep_heatmap(
+    values: Any,
+    x: Any,
+    y: Any = None,
+    *,
+    x_label: str,
+    y_label: str | None = None,
+    ax: Any = None,
+    log_x: bool = True,
+    log_y: bool = False,
+    title: str | None = None,
+    colorbar_label: str = "final loss",
+) -> Any:
+    """A sweep's final losses: a heatmap over two hyperparameters, or a curve over one.
+
+    With ``y``, ``values[i, j]`` (the run with ``y[i]`` and ``x[j]``) is drawn as a cell colored by
+    ``log10(values)``, with a colorbar; non-finite cells (diverged runs) are masked, light gray with a
+    cross. Without ``y``, ``values[j]`` is drawn against ``x`` on a log loss axis, diverged runs as red
+    crosses along the top. The lowest finite value is marked by a white star in both and stated in the
+    default title. Values at or below 1e-16 are drawn at 1e-16, so pass ``final_loss − minimum_value``
+    for a landscape whose minimum is not 0.
+
+    Args:
+      values: ``(len(y), len(x))`` final losses, or ``(len(x),)`` when ``y`` is ``None``.
+      x: the hyperparameter of the columns (e.g. learning rates).
+      y: the hyperparameter of the rows, or ``None`` for the 1-D sweep.
+      x_label: name of ``x``.
+      y_label: name of ``y``; in the 1-D plot the loss axis label (default ``colorbar_label``).
+      ax: axes to draw into; a new figure when ``None``.
+      log_x: logarithmic x axis.
+      log_y: logarithmic y axis (heatmap only).
+      title: the axes title; by default the best value and where it is.
+      colorbar_label: what ``values`` are.
+
+    Returns:
+      The figure.
+
+    Example:
+      >>> fig = plot_sweep_heatmap([[0.3, 0.01], [0.1, np.nan]], [1e-3, 1e-2], [0.0, 0.9], x_label="lr", y_label="b1")
+      >>> plt.close(fig)
+    """
+    values = np.asarray(values, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    expected = (len(x),) if y is None else (np.size(y), len(x))
+    if values.shape != expected:
+        raise ValueError(f"plot_sweep_heatmap: values have shape {values.shape}, expected {expected} from x and y")
+    _check_positive(x, log_x, "x")
+    fig, ax = _axes(ax)
+    finite = np.isfinite(values)
+    shown = _log_floor(values)
+    best = np.unravel_index(np.argmin(np.where(finite, values, np.inf)), values.shape) if finite.any() else None
+    if y is None:
+        ax.plot(x, shown, color="tab:blue", marker="o", markersize=4, label="_sweep")
+        if not finite.all():
+            ax.plot(x[~finite], np.full((~finite).sum(), 0.96), transform=ax.get_xaxis_transform(), linestyle="none",
+                    marker="x", color="tab:red", clip_on=False, label="diverged")  # fmt: skip
+            ax.legend(loc="best", fontsize="small")
+        if best is not None:
+            ax.plot(x[best], shown[best], label="_best", **_BEST)
+            summary = f"best {colorbar_label} {values[best]:.3g} at {x_label} = {x[best]:.3g}"
+        ax.set_yscale("log")
+        ax.set_ylabel(colorbar_label if y_label is None else y_label)
+    else:
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        _check_positive(y, log_y, "y")
+        cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgray")
+        mesh = ax.pcolormesh(_cell_edges(x, log_x), _cell_edges(y, log_y), np.ma.masked_invalid(np.log10(shown)),
+                             cmap=cmap, shading="flat")  # fmt: skip
+        ax.figure.colorbar(mesh, ax=ax, label=f"log₁₀ {colorbar_label}")
+        rows, columns = np.nonzero(~finite)
+        ax.plot(x[columns], y[rows], linestyle="none", marker="x", color="0.3", label="_diverged")
+        if best is not None:
+            ax.plot(x[best[1]], y[best[0]], label="_best", **_BEST)
+            summary = (f"best {colorbar_label} {values[best]:.3g} at {x_label} = {x[best[1]]:.3g}, "
+                       f"{y_label or 'y'} = {y[best[0]]:.3g}")  # fmt: skip
+        if log_y:
+            ax.set_yscale("log")
+        if y_label is not None:
+            ax.set_ylabel(y_label)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_title((summary if best is not None else "every run diverged") if title is None else title)
+    return fig

@@ -1,0 +1,124 @@
+"""The seeds' comparison of optimizers on a landscape, each at its best learning rate.
+
+For each optimizer, a log-spaced grid of learning rates trains in ONE compiled program
+(:func:`~gradflow.experiments.sweep`), recording every iterate; the learning rate that settles within
+``tolerance`` of the minimum first (else the lowest final loss) wins, and its trajectory is the one
+drawn in the comparison figure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+import gradflow as gf
+from gradflow.experiments.grid import optimizer_grid
+from gradflow.experiments.history import History, steps_to_tolerance
+from gradflow.experiments.landscapes import Landscape
+from gradflow.experiments.loop import sweep
+
+__all__ = ["RACERS", "SEED_OPTIMIZERS", "RaceResult", "race", "race_one"]
+
+# Name → factory whose numeric hyperparameters are keyword arguments (vmappable by optimizer_grid).
+RACERS: dict[str, Callable[..., Any]] = {
+    "sgd": gf.sgd,
+    "momentum": functools.partial(gf.sgd, momentum=0.9),
+    "nag": functools.partial(gf.nag, momentum=0.9),
+    "adagrad": gf.adagrad,
+    "rmsprop": gf.rmsprop,
+    "adadelta": gf.adadelta,
+    "adam": gf.adam,
+    "amsgrad": gf.amsgrad,
+    "nadam": gf.nadam,
+    "adamax": gf.adamax,
+    "lion": functools.partial(gf.lion, weight_decay=0.0),
+    "sign_sgd": gf.sign_sgd,
+}
+SEED_OPTIMIZERS = ("sgd", "momentum", "nag", "adagrad", "rmsprop", "adadelta", "adam", "amsgrad")
+
+
+@dataclasses.dataclass(frozen=True)
+class RaceResult:
+    """One optimizer's result: its best learning rate and that run's history (with the trajectory)."""
+
+    optimizer: str
+    learning_rate: float
+    history: History
+    final_loss: float
+    steps_to_tolerance: int | None
+    seconds: float
+    losses: np.ndarray  # (grid, steps + 1): every learning rate's losses, final loss last
+    learning_rates: np.ndarray
+
+
+def race_one(
+    landscape: Landscape,
+    name: str,
+    *,
+    steps: int,
+    learning_rates: Any,
+    start: Any = None,
+    tolerance: float = 1e-6,
+) -> RaceResult:
+    """Race optimizer ``name`` over ``learning_rates`` on ``landscape``; keep the best learning rate."""
+    if name not in RACERS:
+        raise ValueError(f"optimizer: unknown {name!r}; choose from {', '.join(RACERS)}")
+    began = time.perf_counter()
+    grid = optimizer_grid(RACERS[name], learning_rate=learning_rates)
+    params = jnp.asarray(landscape.start if start is None else start, jnp.float32)
+    histories = sweep(landscape.fn, params, grid.txs, steps=steps, record=("params",))
+    losses = np.concatenate([np.asarray(histories.loss), np.asarray(histories.final_loss)[:, None]], axis=1)
+    seconds = time.perf_counter() - began
+    best, arrivals = _best_run(losses, landscape.minimum_value, tolerance)
+    return RaceResult(
+        optimizer=name,
+        learning_rate=float(grid.values["learning_rate"][best]),
+        history=histories[best],
+        final_loss=float(losses[best, -1]),
+        steps_to_tolerance=arrivals[best],
+        seconds=seconds,
+        losses=losses,
+        learning_rates=grid.values["learning_rate"],
+    )
+
+
+def race(
+    landscape: Landscape,
+    names: Iterable[str] = SEED_OPTIMIZERS,
+    *,
+    steps: int = 2000,
+    learning_rates: Any = None,
+    start: Any = None,
+    tolerance: float = 1e-6,
+    progress: bool = False,
+) -> list[RaceResult]:
+    """:func:`race_one` for each optimizer (default: the eight of the seeds, over 25 rates in [1e-4, 1])."""
+    learning_rates = np.logspace(-4, 0, 25) if learning_rates is None else learning_rates
+    names = list(names)
+    if progress:
+        from tqdm.auto import tqdm
+
+        names = tqdm(names, desc=f"race on {landscape.name}", unit="optimizer", leave=False)
+    results = []
+    for name in names:
+        if progress:
+            names.set_postfix_str(name)
+        results.append(race_one(landscape, name, steps=steps, learning_rates=learning_rates, start=start,
+                                tolerance=tolerance))  # fmt: skip
+    return results
+
+
+def _best_run(losses: np.ndarray, minimum_value: float | None, tolerance: float) -> tuple[int, list]:
+    """The row that settles first (ties: lowest final loss), else the lowest finite final loss."""
+    final = np.where(np.isfinite(losses[:, -1]), losses[:, -1], np.inf)
+    if minimum_value is None:  # unbounded below (a saddle): the run that got lowest wins
+        return int(np.argmin(final)), [None] * len(losses)
+    arrivals = list(steps_to_tolerance(losses, minimum_value, tolerance))
+    order = sorted(range(len(losses)), key=lambda i: (arrivals[i] is None, arrivals[i] or 0, final[i]))
+    return order[0], arrivals

@@ -1,0 +1,97 @@
+"""The ``gradflow`` command (the README's demo) and the race it runs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import matplotlib
+import numpy as np
+import pytest
+
+from gradflow.cli import main
+from gradflow.experiments import LANDSCAPES, race_one
+
+matplotlib.use("Agg")
+
+
+def test_race_on_the_ravine_ranks_momentum_ahead_of_sgd():
+    """Seed 002: momentum crosses the narrow valley where plain gradient descent crawls along it."""
+    rates = np.logspace(-3, 0, 10)
+    momentum = race_one(LANDSCAPES["ravine"], "momentum", steps=600, learning_rates=rates)
+    sgd = race_one(LANDSCAPES["ravine"], "sgd", steps=600, learning_rates=rates)
+    assert momentum.steps_to_tolerance is not None and momentum.steps_to_tolerance < 300
+    assert sgd.steps_to_tolerance is None and sgd.final_loss > 1e3 * momentum.final_loss
+    # the chosen run is the grid's row at the reported learning rate, with its whole trajectory
+    row = int(np.argmin(np.abs(momentum.learning_rates - momentum.learning_rate)))
+    np.testing.assert_array_equal(momentum.losses[row, :-1], momentum.history.loss)
+    assert momentum.history.trajectory.shape == (601, 2)
+
+
+def test_race_on_a_saddle_keeps_the_lowest_final_loss():
+    result = race_one(LANDSCAPES["saddle"], "sgd", steps=50, learning_rates=np.array([0.01, 0.1, 0.3]))
+    assert result.steps_to_tolerance is None
+    assert result.learning_rate == 0.3 and result.final_loss == np.min(result.losses[:, -1])
+
+
+def test_gradflow_race_prints_the_table_and_saves_the_figure(tmp_path, capsys):
+    out = tmp_path / "race.png"
+    assert main(["race", "ravine", "--steps", "200", "--grid", "4", "--optimizers", "sgd,adam", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "ravine" in text and "steps to 1e-06" in text and "figure:" in text
+    assert {line.split()[0] for line in text.splitlines()[2:4]} == {"sgd", "adam"}
+    assert out.stat().st_size > 10_000
+
+
+def test_gradflow_race_on_the_one_dimensional_double_well(tmp_path, capsys):
+    out = tmp_path / "well.png"
+    assert main(["race", "double_well", "--steps", "100", "--grid", "3", "--optimizers", "sgd", "--out", str(out)]) == 0
+    assert "double_well" in capsys.readouterr().out and out.exists()
+
+
+def test_gradflow_sweep_and_landscapes_and_gradcheck(tmp_path, capsys):
+    out = tmp_path / "sweep.png"
+    args = ["sweep", "booth", "--optimizer", "momentum", "--param", "learning_rate=log:1e-3:1e-1:6",
+            "--param", "momentum=0.5,0.9", "--steps", "50", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "12 configurations × 50 steps" in text and "best: learning_rate=" in text and out.exists()
+    assert main(["landscapes"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in LANDSCAPES)
+    assert main(["gradcheck", "booth,double_well"]) == 0
+    assert capsys.readouterr().out.count(" ok ") == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["race", "rosenbrok"], "unknown landscape 'rosenbrok'; choose from rosenbrock, beale"),
+        (["race", "--optimizers", "sgd,sgdd"], "unknown optimizer 'sgdd'; choose from sgd, momentum"),
+        (["race", "--steps", "0"], "--steps needs a whole number >= 1, got 0"),
+        (["race", "--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
+        (["race", "--start", "1,2,3"], "--start needs 2 finite comma-separated numbers"),
+        (["sweep", "--optimizer", "adamm"], "unknown optimizer 'adamm'"),
+        (["sweep", "--param", "learning_rate=log:0:1:5"], "--param 'learning_rate=log:0:1:5': needs NAME=log:LO:HI:N"),
+        (["sweep", "--param", "betas=0.1,0.2"], "--param: adam does not take betas"),
+        (["gradcheck", "nowhere"], "unknown landscape 'nowhere'"),
+        (["fly"], "invalid choice: 'fly'"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_code_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_console_script_and_module_entry_point():
+    script = shutil.which("gradflow")
+    assert script is not None, "the gradflow console script is not installed (pip install -e .)"
+    listing = subprocess.run([script, "landscapes"], capture_output=True, text=True, timeout=120, check=True)
+    assert "rosenbrock" in listing.stdout
+    bad = subprocess.run([sys.executable, "-m", "gradflow", "race", "nowhere"], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.startswith("gradflow race: error: unknown landscape 'nowhere'")
