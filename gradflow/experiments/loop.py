@@ -21,6 +21,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradflow import tree
 from gradflow.core import ForeignTransform, Transform, apply_updates, pytree_dataclass, static_field
@@ -132,9 +133,10 @@ def sweep(
     if len(sizes) != 1 or None in sizes:
         raise ValueError(f"txs: every hyperparameter leaf needs the same leading batch axis, got sizes {sizes}; "
                          "build the batch with jax.vmap(factory)(values) or optimizer_grid")  # fmt: skip
+    txs, varying = _drop_constant_batch_axes(txs)
     with _progress_bar(steps if progress else 0) as advance:
         return _sweep_jit(loss_fn, params, txs, batches, early_stopping, steps=steps, record=record, every=every,
-                          advance=advance)  # fmt: skip
+                          advance=advance, varying=varying)  # fmt: skip
 
 
 def _check_arguments(loss_fn, params, tx, steps, data, record, every, early_stopping):
@@ -243,14 +245,27 @@ def _watch_validation(stopping, best, params, step):
     }, value
 
 
+def _drop_constant_batch_axes(txs):
+    """Hyperparameters equal across the batch (``b2`` in a learning-rate sweep) lose their batch axis.
+
+    ``jax.vmap(factory)(lrs)`` batches every leaf; computing with one scalar instead of a batch of
+    equal ones makes a sweep of Adam on a 2-D problem about 2.5× faster on CPU.
+    """
+    leaves, treedef = jax.tree.flatten(txs)
+    varying = [bool(np.any(np.asarray(leaf) != np.asarray(leaf)[:1])) for leaf in leaves]
+    varying[0] = varying[0] or not any(varying)  # a batch of identical optimizers keeps its size
+    return treedef.unflatten([leaf if v else leaf[0] for leaf, v in zip(leaves, varying)]), tuple(varying)
+
+
 _STATIC = ("loss_fn", "steps", "record", "every", "advance")
 _run_jit = jax.jit(_run, static_argnames=_STATIC)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
-def _sweep_jit(loss_fn, params, txs, batches, stopping, *, steps, record, every, advance):
+@functools.partial(jax.jit, static_argnames=(*_STATIC, "varying"))
+def _sweep_jit(loss_fn, params, txs, batches, stopping, *, steps, record, every, advance, varying):
     one_run = functools.partial(_run, loss_fn, steps=steps, record=record, every=every, advance=advance)
-    return jax.vmap(one_run, in_axes=(None, 0, None, None))(params, txs, batches, stopping)
+    tx_axes = jax.tree.structure(txs).unflatten([0 if v else None for v in varying])
+    return jax.vmap(one_run, in_axes=(None, tx_axes, None, None))(params, txs, batches, stopping)
 
 
 class _BarAdvance:
