@@ -22,7 +22,7 @@ from gradflow.core import (
     pytree_dataclass,
     static_field,
 )
-from gradflow.gradcheck import Finding, GradCheckError, GradCheckReport, check_grads
+from gradflow.gradcheck import Finding, GradCheckError, GradCheckReport, central_differences, check_grads
 from gradflow.hyperparams import (
     InjectHyperparams,
     InjectHyperparamsState,
@@ -333,6 +333,7 @@ __all__ = [
     "average_params",
     "averaged_params",
     "bias_correction",
+    "central_differences",
     "centralize",
     "chain",
     "check_grads",

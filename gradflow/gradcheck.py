@@ -275,6 +275,8 @@ def _refine(
             ratio = previous / err if err > 0 else np.inf
             if ok:
                 record["verdict"], record["passed"] = "truncation", True
+            elif not np.isfinite(err):  # w ± h rounds back to w: the quotient is 0/0
+                record["verdict"] = "roundoff"
             elif ratio < 0.5 or err <= 4 * roundoff(step):
                 record["verdict"] = "roundoff"
             elif ratio < 10:

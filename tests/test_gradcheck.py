@@ -203,3 +203,11 @@ def test_million_parameter_model_in_directions_mode():
 
     findings = gf.check_grads(loss, params, grad_fn=wrong, num_directions=2).findings
     assert {(f.path, f.verdict) for f in findings} == {("['out']['b']", "mismatch")}
+
+
+def test_a_step_below_the_dtype_resolution_is_roundoff_not_truncation():
+    """At w = 3.2 in float32, w ± 1e-7 rounds back to w, so the quotient is 0/0 = NaN: that is roundoff."""
+    landscape = LANDSCAPES["rastrigin"]
+    report = gf.check_grads(landscape.fn, jnp.array([3.2, 2.8], jnp.float32), grad_fn=landscape.grad, h=1e-6)
+    assert not report.ok and report.findings
+    assert {finding.verdict for finding in report.findings} == {"roundoff"}

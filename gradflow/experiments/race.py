@@ -65,13 +65,20 @@ def race_one(
     learning_rates: Any,
     start: Any = None,
     tolerance: float = 1e-6,
+    factory: Callable[..., Any] | None = None,
+    dtype: Any = jnp.float32,
 ) -> RaceResult:
-    """Race optimizer ``name`` over ``learning_rates`` on ``landscape``; keep the best learning rate."""
-    if name not in RACERS:
-        raise ValueError(f"optimizer: unknown {name!r}; choose from {', '.join(RACERS)}")
+    """Race optimizer ``name`` over ``learning_rates`` on ``landscape``; keep the best learning rate.
+
+    ``name`` is a key of :data:`RACERS`, or any label when ``factory`` (a function of
+    ``learning_rate`` returning an optimizer) races an optimizer of your own. ``dtype`` is the
+    parameters' (float64 needs ``jax.enable_x64``).
+    """
+    if factory is None and name not in RACERS:
+        raise ValueError(f"optimizer: unknown {name!r}; choose from {', '.join(RACERS)}, or pass factory=")
     began = time.perf_counter()
-    grid = optimizer_grid(RACERS[name], learning_rate=learning_rates)
-    params = jnp.asarray(landscape.start if start is None else start, jnp.float32)
+    grid = optimizer_grid(RACERS[name] if factory is None else factory, learning_rate=learning_rates)
+    params = jnp.asarray(landscape.start if start is None else start, dtype)
     histories = sweep(landscape.fn, params, grid.txs, steps=steps, record=("params",))
     losses = np.concatenate([np.asarray(histories.loss), np.asarray(histories.final_loss)[:, None]], axis=1)
     seconds = time.perf_counter() - began
