@@ -95,3 +95,14 @@ def test_bad_datasets_are_named():
         Batches({"x": jnp.zeros(4)}, batch_size=5)
     with pytest.raises(ValueError, match=r"order: needs a permutation of range\(4\)"):
         Batches({"x": jnp.zeros(4)}, order=jnp.arange(3))
+
+
+def test_full_loss_records_the_whole_dataset_while_loss_records_the_batch():
+    data = {"x": jnp.linspace(-1, 1, N), "y": 3.0 * jnp.linspace(-1, 1, N) - 0.5}
+    loss = lambda p, b: jnp.mean((p[0] * b["x"] + p[1] - b["y"]) ** 2)
+    batches = Batches(data, batch_size=3, key=jax.random.key(0))
+    history = run(loss, jnp.zeros(2), gf.sgd(0.2), steps=8, data=batches, record=("params", "full_loss"), every=2)
+    x, y = np.asarray(data["x"]), np.asarray(data["y"])
+    expected = [np.mean((p[0] * x + p[1] - y) ** 2) for p in np.asarray(history.params)]
+    np.testing.assert_allclose(history.full_loss, expected, rtol=1e-6)
+    assert not np.allclose(history.loss, history.full_loss)  # a batch of 3 is not the dataset

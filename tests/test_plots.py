@@ -52,6 +52,7 @@ def make_history(loss, *, val_loss=None, stopped_at=None, every=1):
     return History(
         steps=steps,
         loss=loss,
+        full_loss=None,
         grad_norm=None,
         params=None,
         val_loss=None if val_loss is None else np.asarray(val_loss, np.float32),

@@ -26,7 +26,8 @@ class History:
 
     Attributes:
       steps: int32 ``(n_records,)``: the step number of each record, ``0, every, 2·every, …``.
-      loss: ``(n_records,)`` loss values.
+      loss: ``(n_records,)`` loss values (of the step's batch when the run has data).
+      full_loss: ``(n_records,)`` losses on the whole dataset, or ``None``.
       grad_norm: ``(n_records,)`` global L2 norms of the gradient, or ``None``.
       params: the parameter trajectory (each leaf with a leading ``n_records`` axis), or ``None``.
       val_loss: ``(n_records,)`` validation losses (with early stopping), or ``None``.
@@ -39,6 +40,7 @@ class History:
 
     steps: jax.Array
     loss: Any
+    full_loss: Any
     grad_norm: Any
     params: Any
     val_loss: Any

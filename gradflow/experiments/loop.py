@@ -30,7 +30,7 @@ from gradflow.experiments.history import History
 
 __all__ = ["EarlyStopping", "run", "sweep"]
 
-RECORDABLE = ("loss", "grad_norm", "params")
+RECORDABLE = ("loss", "grad_norm", "params", "full_loss")
 
 
 @pytree_dataclass
@@ -82,7 +82,8 @@ def run(
       steps: number of optimizer steps.
       data: a :class:`Batches`, or a pytree of arrays with a leading example axis (batch gradient
         descent on all of it).
-      record: what to record besides the loss: ``"grad_norm"`` and/or ``"params"`` (the trajectory).
+      record: what to record besides the loss: ``"grad_norm"``, ``"params"`` (the trajectory) and,
+        for runs with data, ``"full_loss"`` (the loss on the whole dataset, not just the step's batch).
       every: record every ``every`` steps; ``steps`` must be a multiple of it.
       early_stopping: an :class:`EarlyStopping`, checked at every record.
       progress: show a progress bar (needs tqdm) advanced from inside the compiled loop.
@@ -159,15 +160,20 @@ def _check_arguments(loss_fn, params, tx, steps, data, record, every, early_stop
         raise TypeError(f"early_stopping: needs an EarlyStopping, got {type(early_stopping).__name__}")
     tree.check_float_leaves(params)
     batches = data if data is None or isinstance(data, Batches) else Batches(data)
+    return tx, batches, tuple(sorted(set(record) - {"loss"}))
+
+
+def _check_scalar_loss(loss_fn, params, batches):
+    """Runs while tracing, so a compiled run pays nothing for it."""
     example = () if batches is None else (batches.batch(0, batches.epoch_order(0)),)
     shape = jax.eval_shape(loss_fn, params, *example)
     if not (hasattr(shape, "shape") and shape.shape == ()):
         raise ValueError(f"loss_fn: needs to return a scalar, got {shape}")
-    return tx, batches, tuple(sorted(set(record) - {"loss"}))
 
 
 def _run(loss_fn, params, tx, batches, stopping, *, steps, record, every, advance):
     """The body of :func:`run`; traced once per structure of its arguments."""
+    _check_scalar_loss(loss_fn, params, batches)
 
     def objective_and_batch(t, order):
         if batches is None:
@@ -193,6 +199,8 @@ def _run(loss_fn, params, tx, batches, stopping, *, steps, record, every, advanc
     def record_step(carry, first):
         params, state, order, best = carry
         records = {"params": params} if "params" in record else {}
+        if "full_loss" in record:
+            records["full_loss"] = full_loss_at(params)
         if stopping is not None:
             best, records["val_loss"] = _watch_validation(stopping, best, params, first)
         inner = (params, state, order, best["frozen"] if stopping is not None else None)
@@ -204,20 +212,23 @@ def _run(loss_fn, params, tx, batches, stopping, *, steps, record, every, advanc
             jax.debug.callback(advance, every)
         return (params, state, order, best), records
 
+    def full_loss_at(params):
+        return loss_fn(params) if batches is None else loss_fn(params, batches.data)
+
     order = jnp.zeros((0,), jnp.int32) if batches is None else batches.epoch_order(0)
     best = None if stopping is None else _initial_watch(stopping, params, steps)
     firsts = jnp.arange(0, steps, every, dtype=jnp.int32)
     (params, state, _, best), records = jax.lax.scan(record_step, (params, tx.init(params), order, best), firsts)
-    full_loss = loss_fn(params) if batches is None else loss_fn(params, batches.data)
     return History(
         steps=firsts,
         loss=records["loss"],
+        full_loss=records.get("full_loss"),
         grad_norm=records.get("grad_norm"),
         params=records.get("params"),
         val_loss=records.get("val_loss"),
         final_params=params,
         final_state=state,
-        final_loss=full_loss,
+        final_loss=full_loss_at(params),
         best_params=None if best is None else best["params"],
         best_val_loss=None if best is None else best["value"],
         stopped_at=jnp.asarray(steps, jnp.int32) if best is None else best["stopped_at"],
