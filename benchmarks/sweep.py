@@ -141,7 +141,9 @@ def markdown(results: list[dict], steps: int, repeats: int) -> str:
     for r in results:
         per = r["ns_per_config_step"]
         shown = f"{per / 1000:.1f} µs" if per >= 1000 else f"{per:.1f} ns"
-        lines.append(f"| {r['library']} | {r['mode']} | {shown} | {base['ns_per_config_step'] / per:,.0f}× |")
+        speedup = base["ns_per_config_step"] / per
+        lines.append(f"| {r['library']} | {r['mode']} | {shown} | {speedup:,.0f}× |" if speedup >= 10
+                     else f"| {r['library']} | {r['mode']} | {shown} | {speedup:.2g}× |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
