@@ -133,6 +133,7 @@ from gradflow.transforms.clipping import (
     unitwise_norm,
 )
 from gradflow.transforms.combine import Combine, difference, interpolate, product, ratio, total
+from gradflow.transforms.delay import StaleGradients, StaleGradientsState, stale_gradients
 from gradflow.transforms.elementwise import (
     absolute,
     clip,
@@ -309,6 +310,8 @@ __all__ = [
     "ScheduleState",
     "SetToZero",
     "ShiftedSchedule",
+    "StaleGradients",
+    "StaleGradientsState",
     "Transform",
     "TreeMismatchError",
     "YogiMoment",
@@ -440,6 +443,7 @@ __all__ = [
     "signum",
     "slow_params",
     "square",
+    "stale_gradients",
     "static_field",
     "testing",
     "total",

@@ -23,6 +23,7 @@ OPTIMIZERS: dict = {
     "polyak_sgd": lambda lr: polyak_sgd(scaling=lr),
     "polyak_sgd_plus_capped": lambda lr: polyak_sgd(max_learning_rate=lr, f_min=0.5, eps=1e-3, variant="sps+"),
     "clipped_polyak_sgd": lambda lr: clipped_polyak_sgd(lr, max_inverse_norm=2.0),
+    "stale_sgd": lambda lr: gf.chain(gf.stale_gradients(2), gf.sgd(lr, momentum=0.5)),
     "normalized_sgd": lambda lr: gf.chain(normalize_by_update_norm(eps=0.0), gf.scale_by_learning_rate(lr)),
 }
 
