@@ -32,3 +32,18 @@ grad = jax.grad(loss)
 @pytest.fixture
 def params():
     return make_params()
+
+
+def assert_signature_matches(ours, theirs, gradflow_only=frozenset()):
+    """Same argument names, order, kinds and defaults as the optax function ``theirs``, so switching from
+    optax is a rename of the import; gradflow's own additions (``gradflow_only``) must be keyword-only."""
+    import inspect
+
+    a, b = inspect.signature(ours).parameters, inspect.signature(theirs).parameters
+    extra = set(a) - set(b)
+    assert extra == set(gradflow_only)
+    assert all(a[k].kind is inspect.Parameter.KEYWORD_ONLY for k in extra)
+    assert [k for k in a if k in b] == list(b)
+    for key in b:
+        assert a[key].kind == b[key].kind, key
+        assert a[key].default == b[key].default, key

@@ -11,7 +11,6 @@ test_rprop.py: both libraries are fed the same NumPy gradient, so the comparison
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import assert_signature_matches
 from optax.transforms import _clipping as optax_clipping
 from test_optax_parity import PARAMS, STEPS, assert_moved, assert_same_trajectory, f32, run_pair
 
@@ -318,15 +318,7 @@ GRADFLOW_ONLY = {"centralize": {"axis"}}
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_signature_matches_optax(name):
     """Same argument names, order, kinds and defaults as optax (gradflow's additions are keyword-only)."""
-    ours = inspect.signature(FUNCTIONS[name]).parameters
-    theirs = inspect.signature(getattr(optax, name)).parameters
-    extra = set(ours) - set(theirs)
-    assert extra == GRADFLOW_ONLY.get(name, set())
-    assert all(ours[k].kind is inspect.Parameter.KEYWORD_ONLY for k in extra)
-    assert [k for k in ours if k in theirs] == list(theirs)
-    for key in theirs:
-        assert ours[key].kind == theirs[key].kind, key
-        assert ours[key].default == theirs[key].default, key
+    assert_signature_matches(FUNCTIONS[name], getattr(optax, name), GRADFLOW_ONLY.get(name, set()))
 
 
 # --- edge cases -----------------------------------------------------------------------------------

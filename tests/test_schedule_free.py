@@ -7,13 +7,12 @@ training parameters y and the evaluation parameters x are compared at every step
 
 from __future__ import annotations
 
-import inspect
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import assert_signature_matches
 from test_adaptive import STEPS, assert_trajectories_close, numpy_grad, run_gradflow, same, start
 from test_optax_parity import NOISE, PARAMS, assert_moved, assert_same_trajectory, f32, noisy_grad, run_pair
 from test_optax_parity import STEPS as PARITY_STEPS
@@ -260,11 +259,7 @@ SIGNATURES = [
 
 @pytest.mark.parametrize("ours, theirs", SIGNATURES, ids=[f.__name__ for f, _ in SIGNATURES])
 def test_signature_matches_optax(ours, theirs):
-    a, b = inspect.signature(ours).parameters, inspect.signature(theirs).parameters
-    assert list(a) == list(b)
-    for key in a:
-        assert a[key].kind == b[key].kind, key
-        assert a[key].default == b[key].default, key
+    assert_signature_matches(ours, theirs)
 
 
 # --- the eval helper --------------------------------------------------------------------------------

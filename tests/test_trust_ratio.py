@@ -8,7 +8,6 @@ functions; clear errors on bad input; zero norms give no NaN, in the values nor 
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 from typing import Any
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import assert_signature_matches
 from test_clipping import THETA0, assert_same_float64, run_float64, run_reference, sgd_reference
 from test_optax_parity import MASK, assert_moved, assert_same_trajectory, f32, matrices_only, run_pair
 
@@ -267,15 +267,7 @@ GRADFLOW_ONLY = {"scale_by_trust_ratio": {"mask"}}
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_signature_matches_optax(name):
     """Same argument names, order, kinds and defaults as optax (gradflow's additions are keyword-only)."""
-    ours = inspect.signature(FUNCTIONS[name]).parameters
-    theirs = inspect.signature(getattr(optax, name)).parameters
-    extra = set(ours) - set(theirs)
-    assert extra == GRADFLOW_ONLY.get(name, set())
-    assert all(ours[k].kind is inspect.Parameter.KEYWORD_ONLY for k in extra)
-    assert [k for k in ours if k in theirs] == list(theirs)
-    for key in theirs:
-        assert ours[key].kind == theirs[key].kind, key
-        assert ours[key].default == theirs[key].default, key
+    assert_signature_matches(FUNCTIONS[name], getattr(optax, name), GRADFLOW_ONLY.get(name, set()))
 
 
 # --- structure, masks, edge cases ------------------------------------------------------------------
