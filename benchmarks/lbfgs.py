@@ -273,7 +273,7 @@ def git_commit() -> str:
 def metadata(args) -> dict:
     devices = jax.devices()
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "platform": devices[0].platform,
         "devices": [f"{d} ({d.device_kind})" for d in devices],
         "cpu_count": os.cpu_count(),

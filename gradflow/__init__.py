@@ -351,6 +351,7 @@ __all__ = [
     "curvature_step",
     "decay_rate_pow",
     "difference",
+    "distributed",
     "ewma",
     "ewma_with_offset",
     "experiments",
@@ -458,4 +459,4 @@ __all__ = [
     "yogi_moment",
     "zero_nans",
 ]
-from gradflow import experiments
+from gradflow import distributed, experiments

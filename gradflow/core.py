@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, dataclass_transform
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +49,7 @@ def static_field(**kwargs: Any) -> Any:
     return dataclasses.field(metadata={"static": True}, **kwargs)
 
 
+@dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field, static_field))
 def pytree_dataclass(cls: type[T]) -> type[T]:
     """Make ``cls`` a frozen dataclass registered as a pytree.
 
@@ -57,7 +58,7 @@ def pytree_dataclass(cls: type[T]) -> type[T]:
     hyperparameters that are schedules (see :class:`ScheduleState`).
     """
     cls = dataclasses.dataclass(frozen=True)(cls)
-    fields = dataclasses.fields(cls)
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
     jax.tree_util.register_dataclass(
         cls,
         data_fields=[f.name for f in fields if not f.metadata.get("static", False)],
@@ -103,7 +104,7 @@ class ScheduleState(NamedTuple):
       inner: the transform's own state.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count
     hyperparams: dict[str, jax.Array]
     inner: Any
 
@@ -130,7 +131,7 @@ def scheduled_fields(transform: Any) -> tuple[str, ...]:
     )
 
 
-def _evaluate_schedules_in(cls: type) -> None:
+def _evaluate_schedules_in(cls: Any) -> None:
     """Wrap ``cls.init``/``cls.update`` so that schedule-valued fields are replaced by their values."""
     init, update = cls.init, cls.update
     if getattr(init, "_evaluates_schedules", False) and getattr(update, "_evaluates_schedules", False):
@@ -159,8 +160,8 @@ def _evaluate_schedules_in(cls: type) -> None:
         updates, inner = update(dataclasses.replace(self, **values), updates, state.inner, params, **extra)
         return updates, ScheduleState(tree.saturating_increment(state.count), values, inner)
 
-    init_with_schedules._evaluates_schedules = True
-    update_with_schedules._evaluates_schedules = True
+    init_with_schedules._evaluates_schedules = True  # type: ignore[attr-defined]
+    update_with_schedules._evaluates_schedules = True  # type: ignore[attr-defined]
     cls.init, cls.update = init_with_schedules, update_with_schedules
 
 
@@ -280,9 +281,11 @@ class Chain(Transform):
     transforms: tuple[Transform, ...]
 
     def init(self, params):
+        tree.check_float_leaves(params)  # also for a chain without state: apply_updates would refuse them later
         return tuple(t.init(params) for t in self.transforms)
 
     def update(self, updates, state, params=None, **extra):
+        tree.check_float_leaves(updates, "updates")  # integer gradients would be truncated to integer steps
         if not isinstance(state, tuple) or len(state) != len(self.transforms):
             got = type(state).__name__
             if isinstance(state, tuple):

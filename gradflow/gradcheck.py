@@ -194,9 +194,10 @@ def central_differences(fun: Callable, params: Any, h: float | Sequence[float], 
     x, unravel = ravel_pytree(params)
     differences = _Differences(lambda v: fun(unravel(v)), x)
     indices = np.arange(x.size) if indices is None else np.asarray(indices, np.int64)
-    if np.ndim(h) == 0:
-        return differences.coordinates(indices, float(h))
-    return np.stack([differences.coordinates(indices, float(step)) for step in h])
+    steps = np.asarray(h, np.float64)
+    if steps.ndim == 0:
+        return differences.coordinates(indices, float(steps))
+    return np.stack([differences.coordinates(indices, float(step)) for step in steps])
 
 
 class _Differences:
@@ -252,7 +253,7 @@ def _refine(
     """
     error = np.abs(numeric - analytic)
     failing = np.flatnonzero(~(error <= tolerance(h, analytic)))
-    records = [
+    records: list[dict[str, Any]] = [
         {"i": int(i), "history": [(h, float(error[i]))], "numeric": float(numeric[i]), "verdict": None, "passed": False}
         for i in failing
     ]
@@ -358,7 +359,7 @@ def check_grads(
     mode = mode or ("coordinates" if x.size <= _COORDINATE_LIMIT else "directions")
 
     if mode == "coordinates":
-        evaluate = differences.coordinates
+        evaluate: Callable[[np.ndarray, float], np.ndarray] = differences.coordinates
         numeric = evaluate(np.arange(x.size), h)
         records = _refine(evaluate, gradient, numeric, h, tolerance, roundoff, max_refinements)
         findings = []
@@ -371,7 +372,7 @@ def check_grads(
     numeric, directions = differences.directions(keys, h)
     analytic = np.asarray(directions @ jnp.asarray(gradient, x.dtype), np.float64)
     evaluate = lambda rows, step: differences.directions(keys[rows], step)[0]
-    check = {"h": h, "tolerance": tolerance, "roundoff": roundoff, "max_refinements": max_refinements}
+    check: dict[str, Any] = {"h": h, "tolerance": tolerance, "roundoff": roundoff, "max_refinements": max_refinements}
     records = _refine(evaluate, analytic, numeric, **check)
     findings = []
     for r in records:

@@ -46,7 +46,7 @@ class InjectHyperparamsState(NamedTuple):
       inner: the state of the optimizer that the factory builds.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count
     hyperparams: dict[str, jax.Array]
     inner: Any
 
@@ -114,7 +114,8 @@ def inject_hyperparams(factory: Callable[..., Any], static_args: tuple[str, ...]
     def build(*args: Any, **kwargs: Any) -> InjectHyperparams:
         if args:
             raise TypeError(f"inject_hyperparams({_name(factory)}): pass the hyperparameters by keyword")
-        numeric, fixed = {}, {}
+        numeric: dict[str, Any] = {}
+        fixed: dict[str, Any] = {}
         for name, value in kwargs.items():
             injectable = isinstance(value, Schedule) or is_schedule_like(value) or _is_number(value)
             (numeric if injectable and name not in static_args else fixed)[name] = value
@@ -223,18 +224,27 @@ def set_hyperparam(tx_or_state: Any, name: str, value: Any) -> Any:
     if isinstance(tx_or_state, Transform):
         new, changed = _replace_in_transform(tx_or_state, name, value)
     else:
-        changed = [False]
+        found = [False]
 
         def replace(node: Any) -> Any:
             if isinstance(node, InjectHyperparamsState) and name in node.hyperparams:
-                changed[0] = True
+                found[0] = True
                 old = node.hyperparams[name]
                 cast = jnp.broadcast_to(jnp.asarray(value, jnp.result_type(old)), jnp.shape(old))
+                if (
+                    jnp.issubdtype(jnp.result_type(old), jnp.integer)
+                    and not isinstance(value, jax.core.Tracer)
+                    and bool(jnp.any(cast != jnp.asarray(value)))
+                ):
+                    raise TypeError(
+                        f"set_hyperparam: {name} is stored as {jnp.result_type(old)} (it was injected as an integer), "
+                        f"so {value!r} would be truncated to {cast}; inject it as a float ({name}=1.0, not 1)"
+                    )
                 return node._replace(hyperparams={**node.hyperparams, name: cast})
             return node
 
         new = jax.tree.map(replace, tx_or_state, is_leaf=_is_hyperparam_holder)
-        changed = changed[0]
+        changed = found[0]
     if not changed:
         kind = "transform" if isinstance(tx_or_state, Transform) else "injected state"
         raise KeyError(f"set_hyperparam: no hyperparameter {name!r} in this {kind}; it has: {_available(tx_or_state)}")

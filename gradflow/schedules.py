@@ -497,7 +497,7 @@ def cosine_decay_schedule(init_value: Any, decay_steps: Any, alpha: Any = 0.0, e
 
 
 def piecewise_interpolate_schedule(
-    interpolate_type: str,
+    interpolate_type: Literal["linear", "cosine"],
     init_value: Any,
     boundaries_and_scales: Mapping[Any, Any] | None = None,
 ) -> PiecewiseInterpolate:

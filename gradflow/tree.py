@@ -84,6 +84,7 @@ def map(  # noqa: A001 - mirrors jax.tree.map on purpose
       TreeMismatchError: if a tree of ``rest`` has another structure or a leaf of another shape.
     """
     names = list(names) if names is not None else ["updates"] + [f"tree{i}" for i in range(1, len(rest) + 1)]
+    treedef: Any  # a jaxlib PyTreeDef, which has no type stubs
     leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_none)
     others = []
     for name, other in zip(names[1:], rest):
@@ -105,16 +106,23 @@ def map(  # noqa: A001 - mirrors jax.tree.map on purpose
 
 
 def check_float_leaves(tree: Any, name: str = "params") -> None:
-    """Raise ``TypeError`` naming the first leaf whose dtype is not floating point (or complex)."""
+    """Raise ``TypeError`` naming the first leaf that is not a floating-point (or complex) array or number."""
     for path, leaf in _paths(tree).items():
         if leaf is None:
             continue
+        if isinstance(leaf, (str, bytes)) or not (hasattr(leaf, "dtype") or isinstance(leaf, (int, float, complex))):
+            raise TypeError(
+                f"{name}{path} is a {type(leaf).__name__} ({leaf!r}), not an array: gradflow updates "
+                "floating-point arrays only"
+            )
         dtype = jnp.result_type(leaf)
         if not jnp.issubdtype(dtype, jnp.inexact):
-            raise TypeError(
-                f"{name}{path} has dtype {dtype}: gradflow updates floating-point arrays only "
+            hint = (
                 "(an integer parameter would be silently truncated); keep it out of the optimized tree"
+                if name == "params"
+                else "(integer values would be silently truncated); cast it to a floating-point dtype"
             )
+            raise TypeError(f"{name}{path} has dtype {dtype}: gradflow updates floating-point arrays only {hint}")
 
 
 def full_like(tree: Any, value: Any, dtype: Any = None, name: str = "params") -> Any:

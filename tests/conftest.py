@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+# tests/multidevice needs 8 simulated devices, which must be set before jax starts; test_distributed.py
+# runs it in a subprocess with XLA_FLAGS set, so the rest of the suite keeps one device.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    collect_ignore = ["multidevice"]
 
 
 def make_params(dtype=jnp.float32, seed: int = 0):

@@ -1,4 +1,5 @@
-"""Interop both ways with the real libraries: gradflow in optax, optax in gradflow, flax nnx and TrainState.
+"""Interop both ways with the real libraries: gradflow in optax, optax in gradflow, flax nnx and TrainState,
+equinox.
 
 DESIGN.md, "The protocol": a gradflow transform works in ``optax.chain``, ``flax.nnx.Optimizer`` and
 ``flax.training.train_state.TrainState``; an optax transform can sit inside ``gradflow.chain``.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import equinox as eqx
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -303,3 +305,46 @@ def test_train_state_does_not_recompile_for_equal_gradflow_optimizers():
     assert len(TRAIN_STATE_TRACES) == first + 2
     train_state_train(gradflow.adamw(2e-2, mask=mask), steps=1)
     assert len(TRAIN_STATE_TRACES) == first + 3
+
+
+# --- equinox -------------------------------------------------------------------------------------
+
+
+def equinox_train(tx: Any, steps: int = 5) -> list[Any]:
+    """An equinox MLP trained with ``eqx.filter``: only its arrays are optimized (activation functions and
+    other static fields are ``None`` in the filtered tree, which ``init``/``update`` must pass through)."""
+    model = eqx.nn.MLP(3, 2, width_size=4, depth=2, key=jax.random.key(0))
+
+    @eqx.filter_jit
+    def step(model, state):
+        def model_loss(model):
+            return jnp.mean((jax.vmap(model)(X) - Y) ** 2)
+
+        grads = eqx.filter_grad(model_loss)(model)
+        updates, state = tx.update(grads, state, eqx.filter(model, eqx.is_array))
+        return eqx.apply_updates(model, updates), state
+
+    state = tx.init(eqx.filter(model, eqx.is_inexact_array))
+    history = []
+    for _ in range(steps):
+        model, state = step(model, state)
+        history.append(eqx.filter(model, eqx.is_array))
+    return history
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd_momentum", "clip_adamw"])
+def test_equinox_model_with_gradflow_matches_optax(name):
+    """gradflow on an equinox model (``eqx.filter``, ``eqx.filter_grad``, ``eqx.apply_updates``) takes the
+    same steps as optax."""
+    pairs = {
+        "adam": (gradflow.adam(1e-2), optax.adam(1e-2)),
+        "sgd_momentum": (gradflow.sgd(0.1, momentum=0.9), optax.sgd(0.1, momentum=0.9)),
+        "clip_adamw": (
+            gradflow.chain(gradflow.clip_by_global_norm(0.1), gradflow.adamw(1e-2)),
+            optax.chain(optax.clip_by_global_norm(0.1), optax.adamw(1e-2)),
+        ),
+    }
+    ours, theirs = equinox_train(pairs[name][0]), equinox_train(pairs[name][1])
+    for a, b in zip(ours, theirs):
+        assert_trees_close(a, b)
+    assert not np.allclose(ours[-1].layers[0].weight, ours[0].layers[0].weight)  # the model did train

@@ -135,8 +135,8 @@ def plot_race(
     fig, ax = _axes(ax)
     window = landscape.window
     paths = {name: _in_window(name, points, window) for name, points in trajectories.items()}
-    starts = [path[0] for path in paths.values() if np.isfinite(path[0]).all()]
-    starts = np.unique(starts, axis=0) if starts else np.asarray([landscape.start], dtype=np.float64)
+    finite_starts = [path[0] for path in paths.values() if np.isfinite(path[0]).all()]
+    starts = np.unique(finite_starts, axis=0) if finite_starts else np.asarray([landscape.start], np.float64)
     minima = np.asarray(landscape.minima, dtype=np.float64).reshape(-1, landscape.dim)
     local_minima = np.asarray(landscape.local_minima, dtype=np.float64).reshape(-1, landscape.dim)
     if landscape.dim == 2:

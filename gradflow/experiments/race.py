@@ -108,14 +108,15 @@ def race(
     """:func:`race_one` for each optimizer (default: the eight of the seeds, over 25 rates in [1e-4, 1])."""
     learning_rates = np.logspace(-4, 0, 25) if learning_rates is None else learning_rates
     names = list(names)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        names = tqdm(names, desc=f"race on {landscape.name}", unit="optimizer", leave=False)
+        bar = tqdm(names, desc=f"race on {landscape.name}", unit="optimizer", leave=False)
     results = []
-    for name in names:
-        if progress:
-            names.set_postfix_str(name)
+    for name in names if bar is None else bar:
+        if bar is not None:
+            bar.set_postfix_str(name)
         results.append(race_one(landscape, name, steps=steps, learning_rates=learning_rates, start=start,
                                 tolerance=tolerance))  # fmt: skip
     return results
