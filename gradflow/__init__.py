@@ -340,6 +340,7 @@ __all__ = [
     "centralize",
     "chain",
     "check_grads",
+    "checkpoint",
     "clip",
     "clip_by_block_rms",
     "clip_by_global_norm",
@@ -459,4 +460,4 @@ __all__ = [
     "yogi_moment",
     "zero_nans",
 ]
-from gradflow import distributed, experiments
+from gradflow import checkpoint, distributed, experiments

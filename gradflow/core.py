@@ -45,7 +45,15 @@ T = TypeVar("T")
 
 
 def static_field(**kwargs: Any) -> Any:
-    """A dataclass field that is part of the tree structure (a flag, a dtype), not a leaf."""
+    """A dataclass field that is part of the tree structure (a flag, a dtype), not a leaf.
+
+    >>> @pytree_dataclass
+    ... class Scaled:
+    ...     factor: float
+    ...     name: str = static_field(default="scaled")
+    >>> jax.tree.leaves(Scaled(2.0))
+    [2.0]
+    """
     return dataclasses.field(metadata={"static": True}, **kwargs)
 
 
@@ -56,6 +64,16 @@ def pytree_dataclass(cls: type[T]) -> type[T]:
     Fields declared with :func:`static_field` are static; every other field is a child (a leaf, or a
     nested transform). For a :class:`Transform`, ``init`` and ``update`` also learn to evaluate
     hyperparameters that are schedules (see :class:`ScheduleState`).
+
+    >>> @pytree_dataclass
+    ... class Halve(Transform):
+    ...     factor: float = 0.5
+    ...     def init(self, params):
+    ...         return EmptyState()
+    ...     def update(self, updates, state, params=None, **extra):
+    ...         return jax.tree.map(lambda u: self.factor * u, updates), state
+    >>> jax.tree.leaves(Halve()), Halve().update(jnp.array([4.0]), EmptyState())[0]
+    ([0.5], Array([2.], dtype=float32))
     """
     cls = dataclasses.dataclass(frozen=True)(cls)
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
@@ -75,6 +93,11 @@ class Schedule:
     Subclasses are :func:`pytree_dataclass` es whose numeric parameters are leaves, so a batch of
     schedules can be vmapped over like any other hyperparameter. ``count`` is the int32 number of
     updates done before the current one (0 at the first update), as in optax.
+
+    >>> import gradflow
+    >>> schedule = gradflow.linear_schedule(1.0, 0.0, transition_steps=4)
+    >>> isinstance(schedule, Schedule), float(schedule(jnp.int32(1)))
+    (True, 0.75)
     """
 
     def __call__(self, count: jax.Array) -> jax.Array:
@@ -83,7 +106,13 @@ class Schedule:
 
 @dataclasses.dataclass(frozen=True)
 class FunctionSchedule(Schedule):
-    """A plain Python function of the count used as a schedule (static: it cannot be vmapped over)."""
+    """A plain Python function of the count used as a schedule (static: it cannot be vmapped over).
+
+    >>> import gradflow
+    >>> tx = gradflow.sgd(lambda count: 0.1 / (1 + count))
+    >>> type(tx.transforms[-1].learning_rate).__name__
+    'FunctionSchedule'
+    """
 
     function: Any
 
@@ -102,6 +131,13 @@ class ScheduleState(NamedTuple):
       hyperparams: the value of each scheduled hyperparameter used by the latest update (at init: the
         value for the first update), by field name.
       inner: the transform's own state.
+
+    >>> import gradflow
+    >>> tx = gradflow.scale_by_learning_rate(gradflow.exponential_decay(1.0, 1, 0.5))
+    >>> state = tx.init(jnp.zeros(1))
+    >>> _, state = tx.update(jnp.ones(1), state)
+    >>> int(state.count), float(state.hyperparams["learning_rate"])
+    (1, 1.0)
     """
 
     count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count
@@ -171,7 +207,12 @@ def _values_at(transform: Any, names: tuple[str, ...], count: jax.Array) -> dict
 
 
 class EmptyState(NamedTuple):
-    """The state of a stateless transform."""
+    """The state of a stateless transform.
+
+    >>> import gradflow
+    >>> gradflow.sign().init(jnp.zeros(2))
+    EmptyState()
+    """
 
 
 class Transform:
@@ -180,6 +221,11 @@ class Transform:
     Subclasses are declared with :func:`pytree_dataclass`. Iterating a transform yields
     ``(init, update)``, the shape that ``optax.chain`` unpacks, so a gradflow transform can sit in an
     optax chain as it is.
+
+    >>> import gradflow
+    >>> init, update = gradflow.sgd(0.1)
+    >>> update(jnp.array([1.0]), init(jnp.zeros(1)))[0]
+    Array([-0.1], dtype=float32)
     """
 
     def __post_init__(self) -> None:
@@ -217,7 +263,11 @@ class Transform:
 
 @pytree_dataclass
 class Identity(Transform):
-    """Pass the updates through unchanged: ``u ← g``."""
+    """Pass the updates through unchanged: ``u ← g``.
+
+    >>> Identity().update(jnp.array([3.0]), EmptyState())[0]
+    Array([3.], dtype=float32)
+    """
 
     def init(self, params):
         return EmptyState()
@@ -243,6 +293,11 @@ class ForeignTransform(Transform):
 
     Its closures are a static field, so it cannot be vmapped over, but it composes with gradflow
     transforms in :func:`chain`. Extra arguments are forwarded when its ``update`` accepts them.
+
+    >>> import optax, gradflow
+    >>> tx = gradflow.chain(optax.scale(-0.5))
+    >>> type(tx.transforms[0]).__name__, tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))[0]
+    ('ForeignTransform', Array([-1.], dtype=float32))
     """
 
     inner: Any = static_field()
@@ -276,7 +331,13 @@ def _as_transform(tx: Any, position: int) -> Transform:
 
 @pytree_dataclass
 class Chain(Transform):
-    """Apply transforms in sequence; the state is the tuple of their states."""
+    """Apply transforms in sequence; the state is the tuple of their states (built by :func:`chain`).
+
+    >>> import gradflow
+    >>> tx = gradflow.chain(gradflow.sign(), gradflow.scale(-0.1))
+    >>> isinstance(tx, Chain), len(tx.init(jnp.zeros(2)))
+    (True, 2)
+    """
 
     transforms: tuple[Transform, ...]
 
@@ -295,8 +356,16 @@ class Chain(Transform):
                 "pass the state that this chain's init returned"
             )
         new_state = []
-        for transform, inner_state in zip(self.transforms, state):
-            updates, inner_state = transform.update(updates, inner_state, params, **extra)
+        for position, (transform, inner_state) in enumerate(zip(self.transforms, state)):
+            try:
+                updates, inner_state = transform.update(updates, inner_state, params, **extra)
+            except AttributeError as error:  # the state of another optimizer (same length, other fields)
+                if error.obj is not inner_state:
+                    raise
+                raise ValueError(
+                    f"chain: transform {position} ({type(transform).__name__}) got a {type(inner_state).__name__} "
+                    f"as its state, which has no field {error.name!r}; pass the state that this chain's init returned"
+                ) from error
             new_state.append(inner_state)
         return updates, tuple(new_state)
 

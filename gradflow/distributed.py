@@ -279,6 +279,11 @@ class WorkersState(NamedTuple):
     ``params`` and ``opt_state``: every worker's own copy, each leaf with a leading axis of workers,
     split so that worker k's copy lives on device k. ``center``: replicated; the average of the last
     synchronisation (local SGD) or the center variable x̃ (EASGD). ``step``: int32 steps done.
+
+    >>> import gradflow as gf
+    >>> state = LocalSGD(lambda w, b: jnp.mean((b @ w) ** 2), gf.sgd(0.1)).init(jnp.ones(3))
+    >>> state.params.shape, state.center.shape, int(state.step)
+    ((1, 3), (3,), 0)
     """
 
     params: Any

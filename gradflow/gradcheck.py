@@ -39,7 +39,15 @@ _CHUNK_ELEMENTS = 1 << 22  # perturbed copies held at once: chunk size × n ≤ 
 
 
 class GradCheckError(AssertionError):
-    """Raised by :meth:`GradCheckReport.raise_if_failed`; its message is the report's table."""
+    """Raised by :meth:`GradCheckReport.raise_if_failed`; its message is the report's table.
+
+    >>> report = check_grads(lambda w: jnp.sum(w**3), jnp.array([2.0]), grad_fn=lambda w: 3 * w**2 + 1)
+    >>> try:
+    ...     report.raise_if_failed()
+    ... except GradCheckError as error:
+    ...     print(str(error).splitlines()[-1].split()[-2:])
+    ['mismatch', '(FAILED)']
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +67,13 @@ class Finding:
         like h²: the gradient is wrong) or ``"roundoff"`` (the error grows as h shrinks).
       passed: whether the component passed at its final h.
       history: ``((h, error), ...)`` for every step size tried.
+
+    Example: a gradient that is off by 1 in its second component is a mismatch at ``['w']``, index 1.
+
+    >>> wrong = lambda p: {"w": 3 * p["w"] ** 2 + jnp.array([0.0, 1.0])}
+    >>> finding = check_grads(lambda p: jnp.sum(p["w"] ** 3), {"w": jnp.array([1.0, 2.0])}, grad_fn=wrong).findings[0]
+    >>> finding.path, finding.index, finding.verdict, finding.passed
+    ("['w']", (1,), 'mismatch', False)
     """
 
     path: str
@@ -83,6 +98,10 @@ class GradCheckReport:
       dtype: dtype of the check (the least precise parameter dtype).
       checked: number of components (or directions) compared.
       findings: one :class:`Finding` per component that did not pass at the first h.
+
+    >>> report = check_grads(lambda w: jnp.sum(jnp.sin(w)), jnp.array([0.5, 1.0]))
+    >>> report.ok, report.mode, report.checked, report.dtype
+    (True, 'coordinates', 2, 'float32')
     """
 
     mode: str
@@ -190,6 +209,10 @@ def central_differences(fun: Callable, params: Any, h: float | Sequence[float], 
     ``h`` may be a sequence of step sizes (one row of the result each); all of them share one
     compiled, vmapped evaluation. The denominator is the step actually taken, (wᵢ + h) − (wᵢ − h) in
     the parameter dtype, which removes the rounding of wᵢ ± h from the quotient.
+
+    >>> central_differences(lambda w: jnp.sum(w**2), jnp.array([1.0, 2.0]), h=[1e-1, 1e-2]).round(4)
+    array([[2., 4.],
+           [2., 4.]])
     """
     x, unravel = ravel_pytree(params)
     differences = _Differences(lambda v: fun(unravel(v)), x)

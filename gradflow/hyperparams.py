@@ -44,6 +44,11 @@ class InjectHyperparamsState(NamedTuple):
       hyperparams: the value of each injected hyperparameter, by argument name. Numbers are read from
         here at each update (so changing them here changes the optimizer); schedules are written here.
       inner: the state of the optimizer that the factory builds.
+
+    >>> import gradflow
+    >>> state = gradflow.inject_hyperparams(gradflow.sgd)(learning_rate=0.1).init(jnp.zeros(2))
+    >>> int(state.count), state.hyperparams["learning_rate"]
+    (0, Array(0.1, dtype=float32))
     """
 
     count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count
@@ -53,7 +58,13 @@ class InjectHyperparamsState(NamedTuple):
 
 @pytree_dataclass
 class InjectHyperparams(Transform):
-    """``factory(**hyperparams)`` rebuilt at every update from hyperparameters held in the state."""
+    """``factory(**hyperparams)`` rebuilt at every update from hyperparameters held in the state.
+
+    >>> import gradflow
+    >>> tx = gradflow.inject_hyperparams(gradflow.sgd)(learning_rate=0.1)
+    >>> isinstance(tx, InjectHyperparams), tx.factory is gradflow.sgd
+    (True, True)
+    """
 
     factory: Callable[..., Any] = static_field()
     hyperparams: dict[str, Any]

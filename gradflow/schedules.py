@@ -78,7 +78,11 @@ def _as_float(count: Any) -> jax.Array:
 
 @pytree_dataclass
 class Constant(Schedule):
-    """``value`` at every count."""
+    """``value`` at every count.
+
+    >>> Constant(0.1)(jnp.arange(3))
+    Array([0.1, 0.1, 0.1], dtype=float32, weak_type=True)
+    """
 
     value: Any
 
@@ -92,6 +96,9 @@ class Polynomial(Schedule):
     """``(init_value − end_value)·(1 − τ/transition_steps)^power + end_value``, τ = clip(count − begin, 0, steps).
 
     ``transition_steps = 0`` holds ``init_value`` (optax's convention).
+
+    >>> linear_schedule(1.0, 0.0, transition_steps=4)(jnp.arange(6))
+    Array([1.  , 0.75, 0.5 , 0.25, 0.  , 0.  ], dtype=float32)
     """
 
     init_value: Any
@@ -119,6 +126,9 @@ class ExponentialDecay(Schedule):
 
     With ``staircase`` the exponent is floored. ``end_value`` (``None``: no clamp) is a lower bound when
     ``decay_rate < 1`` and an upper bound otherwise.
+
+    >>> exponential_decay(1.0, transition_steps=2, decay_rate=0.5)(jnp.arange(5)).round(4)
+    Array([1.    , 0.7071, 0.5   , 0.3536, 0.25  ], dtype=float32)
     """
 
     init_value: Any
@@ -145,7 +155,11 @@ class ExponentialDecay(Schedule):
 
 @pytree_dataclass
 class CosineDecay(Schedule):
-    """``init_value · ((1 − alpha)·c^exponent + alpha)`` with c = ½(1 + cos(π·min(count, decay_steps)/decay_steps))."""
+    """``init_value · ((1 − alpha)·c^exponent + alpha)`` with c = ½(1 + cos(π·min(count, decay_steps)/decay_steps)).
+
+    >>> [round(float(v), 4) for v in cosine_decay_schedule(1.0, decay_steps=4)(jnp.arange(5))]
+    [1.0, 0.8536, 0.5, 0.1464, 0.0]
+    """
 
     init_value: Any
     decay_steps: Any
@@ -162,7 +176,11 @@ class CosineDecay(Schedule):
 
 @pytree_dataclass
 class PiecewiseConstant(Schedule):
-    """``init_value`` times the product of the ``scales`` whose boundary is ``<= count``."""
+    """``init_value`` times the product of the ``scales`` whose boundary is ``<= count``.
+
+    >>> [round(float(v), 4) for v in piecewise_constant_schedule(1.0, {2: 0.5, 4: 0.1})(jnp.arange(6))]
+    [1.0, 1.0, 0.5, 0.5, 0.05, 0.05]
+    """
 
     init_value: Any
     boundaries: tuple[Any, ...] = ()
@@ -194,6 +212,9 @@ class PiecewiseInterpolate(Schedule):
     On [b_i, b_{i+1}) the value goes from v_i to v_{i+1} (linearly, or along half a cosine) with
     fraction (count − b_i)/max(b_{i+1} − b_i, 1), where b_0 = 0, v_0 = ``init_value`` and
     v_{i+1} = v_i·scale_{i+1}; after the last boundary it is the last v.
+
+    >>> piecewise_interpolate_schedule("linear", 1.0, {0: 1.0, 4: 0.5})(jnp.arange(6))
+    Array([1.   , 0.875, 0.75 , 0.625, 0.5  , 0.5  ], dtype=float32)
     """
 
     init_value: Any
@@ -221,6 +242,9 @@ class Join(Schedule):
     """``schedules[i](count − boundaries[i−1])`` for count in [boundaries[i−1], boundaries[i]).
 
     Each schedule restarts its own count at its boundary (``boundaries[−1] = 0`` for the first).
+
+    >>> join_schedules([constant_schedule(1.0), linear_schedule(1.0, 0.0, 2)], [3])(jnp.arange(6))
+    Array([1. , 1. , 1. , 1. , 0.5, 0. ], dtype=float32)
     """
 
     schedules: tuple[Schedule, ...]

@@ -30,7 +30,15 @@ __all__ = [
 
 
 class TreeMismatchError(ValueError):
-    """Two pytrees that a transform combines leaf by leaf do not have the same structure or shapes."""
+    """Two pytrees that a transform combines leaf by leaf do not have the same structure or shapes.
+
+    >>> import gradflow
+    >>> try:
+    ...     gradflow.apply_updates({"w": jnp.zeros(2)}, {"b": jnp.zeros(2)})
+    ... except TreeMismatchError as error:
+    ...     print(str(error).splitlines()[1])
+      params['w'] has no counterpart in updates
+    """
 
 
 def _is_none(x: Any) -> bool:
@@ -43,7 +51,12 @@ def _paths(tree: Any) -> dict[str, Any]:
 
 
 def describe_mismatch(first: Any, second: Any, first_name: str, second_name: str) -> str:
-    """A human-readable account of how two pytrees differ, naming key paths."""
+    """A human-readable account of how two pytrees differ, naming key paths.
+
+    >>> print(describe_mismatch({"a": 1, "b": 2}, {"a": 1}, "state", "updates"))
+    state and updates have different tree structures:
+      state['b'] has no counterpart in updates
+    """
     a, b = _paths(first), _paths(second)
     only_a = [p for p in a if p not in b]
     only_b = [p for p in b if p not in a]
@@ -82,6 +95,13 @@ def map(  # noqa: A001 - mirrors jax.tree.map on purpose
 
     Raises:
       TreeMismatchError: if a tree of ``rest`` has another structure or a leaf of another shape.
+
+    Example:
+      >>> map(lambda u, m: u + m, {"w": jnp.ones(2), "frozen": None}, {"w": jnp.ones(2), "frozen": None})
+      {'frozen': None, 'w': Array([2., 2.], dtype=float32)}
+      >>> map(jnp.add, {"w": jnp.ones(2)}, {"w": jnp.ones(3)}, names=["updates", "state.mean"])
+      Traceback (most recent call last):
+      gradflow.tree.TreeMismatchError: updates['w'] has shape (2,) but state.mean['w'] has shape (3,)
     """
     names = list(names) if names is not None else ["updates"] + [f"tree{i}" for i in range(1, len(rest) + 1)]
     treedef: Any  # a jaxlib PyTreeDef, which has no type stubs
@@ -106,7 +126,12 @@ def map(  # noqa: A001 - mirrors jax.tree.map on purpose
 
 
 def check_float_leaves(tree: Any, name: str = "params") -> None:
-    """Raise ``TypeError`` naming the first leaf that is not a floating-point (or complex) array or number."""
+    """Raise ``TypeError`` naming the first leaf that is not a floating-point (or complex) array or number.
+
+    >>> check_float_leaves({"w": jnp.zeros(2), "steps": jnp.arange(3)})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    TypeError: params['steps'] has dtype int32: gradflow updates floating-point arrays only ...
+    """
     for path, leaf in _paths(tree).items():
         if leaf is None:
             continue
@@ -126,7 +151,11 @@ def check_float_leaves(tree: Any, name: str = "params") -> None:
 
 
 def full_like(tree: Any, value: Any, dtype: Any = None, name: str = "params") -> Any:
-    """A tree shaped like ``tree`` filled with ``value``, in ``dtype`` or each leaf's own dtype."""
+    """A tree shaped like ``tree`` filled with ``value``, in ``dtype`` or each leaf's own dtype.
+
+    >>> full_like({"w": jnp.zeros(2, jnp.bfloat16), "masked": None}, 0.1)
+    {'masked': None, 'w': Array([0.100098, 0.100098], dtype=bfloat16)}
+    """
     check_float_leaves(tree, name)
     return jax.tree.map(
         lambda x: None if x is None else jnp.full(jnp.shape(x), value, dtype or jnp.result_type(x)),
@@ -136,12 +165,20 @@ def full_like(tree: Any, value: Any, dtype: Any = None, name: str = "params") ->
 
 
 def zeros_like(tree: Any, dtype: Any = None, name: str = "params") -> Any:
-    """A tree of zeros shaped like ``tree`` (see :func:`full_like`)."""
+    """A tree of zeros shaped like ``tree`` (see :func:`full_like`).
+
+    >>> zeros_like((jnp.ones(2), jnp.ones((), jnp.float16)))
+    (Array([0., 0.], dtype=float32), Array(0., dtype=float16))
+    """
     return full_like(tree, 0, dtype, name)
 
 
 def cast_like(tree: Any, like: Any) -> Any:
-    """Cast each leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
+    """Cast each leaf of ``tree`` to the dtype of the matching leaf of ``like``.
+
+    >>> cast_like({"w": jnp.array([1.5])}, {"w": jnp.zeros(1, jnp.bfloat16)})["w"].dtype
+    dtype(bfloat16)
+    """
     return jax.tree.map(
         lambda x, y: None if x is None else jnp.asarray(x).astype(jnp.result_type(y)),
         tree,
@@ -162,6 +199,9 @@ def global_norm(tree: Any) -> jax.Array:
 
     The per-leaf sums are stacked and reduced once, so the reduction is a single balanced tree
     rather than a chain of additions as long as the number of leaves.
+
+    >>> global_norm({"a": jnp.array([3.0]), "b": jnp.array([[4.0]]), "masked": None})
+    Array(5., dtype=float32)
     """
     leaves = [x for x in jax.tree.leaves(tree) if x is not None]
     if not leaves:
@@ -172,7 +212,11 @@ def global_norm(tree: Any) -> jax.Array:
 
 
 def saturating_increment(count: jax.Array) -> jax.Array:
-    """``count + 1`` for an integer counter, staying at the dtype's maximum instead of wrapping."""
+    """``count + 1`` for an integer counter, staying at the dtype's maximum instead of wrapping.
+
+    >>> saturating_increment(jnp.int32(7)), saturating_increment(jnp.int32(2**31 - 1))
+    (Array(8, dtype=int32), Array(2147483647, dtype=int32))
+    """
     count = jnp.asarray(count)
     top = np.iinfo(count.dtype).max
     return jnp.where(count < top, count + 1, count)

@@ -22,6 +22,11 @@ class OptimizerGrid:
       axes: each hyperparameter's values, in the order given.
       values: each hyperparameter's value per configuration (flat, aligned with the batch axis).
       shape: the grid's shape, one entry per axis.
+
+    >>> import gradflow as gf
+    >>> grid = optimizer_grid(gf.sgd, learning_rate=[0.1, 0.2, 0.4], momentum=[0.0, 0.9])
+    >>> grid.shape, grid.axes["momentum"].tolist()
+    ((3, 2), [0.0, 0.9])
     """
 
     txs: Any

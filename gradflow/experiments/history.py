@@ -36,6 +36,12 @@ class History:
       best_params: with early stopping, the parameters of the lowest validation loss; else ``None``.
       best_val_loss: that lowest validation loss, or ``None``.
       stopped_at: the step at which early stopping froze the parameters (``steps`` if it never did).
+
+    >>> import jax.numpy as jnp, gradflow as gf
+    >>> from gradflow.experiments import run
+    >>> history = run(lambda w: jnp.sum(w**2), jnp.ones(2), gf.sgd(0.25), steps=3, record=("loss", "grad_norm"))
+    >>> history.loss.tolist(), history.final_loss.item()
+    ([2.0, 0.5, 0.125], 0.03125)
     """
 
     steps: jax.Array

@@ -51,6 +51,11 @@ class Landscape:
       starts: start points, the first the default.
       log_scale: whether contour levels should be spaced logarithmically.
       local_minima: notable minimisers that are not global.
+
+    >>> from gradflow.experiments import LANDSCAPES
+    >>> rosenbrock = LANDSCAPES["rosenbrock"]
+    >>> rosenbrock.dim, rosenbrock.minima, float(rosenbrock.fn(jnp.array([1.0, 1.0])))
+    (2, ((1.0, 1.0),), 0.0)
     """
 
     name: str

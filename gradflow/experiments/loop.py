@@ -42,6 +42,12 @@ class EarlyStopping:
     the parameters freeze: later steps leave them and the optimizer state unchanged, and
     :attr:`History.stopped_at` says when. :attr:`History.best_params` holds the parameters of the best
     validation loss. Every run of a :func:`sweep` uses the same ``EarlyStopping``.
+
+    >>> import gradflow as gf
+    >>> stop = EarlyStopping(lambda w: jnp.sum((w - 1.0) ** 2), patience=2)
+    >>> history = run(lambda w: jnp.sum(w**2), jnp.ones(1), gf.sgd(0.1), steps=50, early_stopping=stop)
+    >>> int(history.stopped_at) < 50, history.best_val_loss.item()
+    (True, 0.0)
     """
 
     validation_fn: Callable = static_field()

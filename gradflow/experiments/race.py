@@ -45,7 +45,13 @@ SEED_OPTIMIZERS = ("sgd", "momentum", "nag", "adagrad", "rmsprop", "adadelta", "
 
 @dataclasses.dataclass(frozen=True)
 class RaceResult:
-    """One optimizer's result: its best learning rate and that run's history (with the trajectory)."""
+    """One optimizer's result: its best learning rate and that run's history (with the trajectory).
+
+    >>> from gradflow.experiments import LANDSCAPES
+    >>> result = race_one(LANDSCAPES["booth"], "adam", steps=200, learning_rates=[0.1, 0.3])
+    >>> result.optimizer, result.learning_rate, result.losses.shape
+    ('adam', 0.3, (2, 201))
+    """
 
     optimizer: str
     learning_rate: float
@@ -73,6 +79,11 @@ def race_one(
     ``name`` is a key of :data:`RACERS`, or any label when ``factory`` (a function of
     ``learning_rate`` returning an optimizer) races an optimizer of your own. ``dtype`` is the
     parameters' (float64 needs ``jax.enable_x64``).
+
+    >>> from gradflow.experiments import LANDSCAPES
+    >>> result = race_one(LANDSCAPES["booth"], "sgd", steps=100, learning_rates=[0.01, 0.05])
+    >>> result.learning_rate, result.final_loss < 1e-6
+    (0.05, True)
     """
     if factory is None and name not in RACERS:
         raise ValueError(f"optimizer: unknown {name!r}; choose from {', '.join(RACERS)}, or pass factory=")
@@ -105,7 +116,13 @@ def race(
     tolerance: float = 1e-6,
     progress: bool = False,
 ) -> list[RaceResult]:
-    """:func:`race_one` for each optimizer (default: the eight of the seeds, over 25 rates in [1e-4, 1])."""
+    """:func:`race_one` for each optimizer (default: the eight of the seeds, over 25 rates in [1e-4, 1]).
+
+    >>> from gradflow.experiments import LANDSCAPES
+    >>> results = race(LANDSCAPES["booth"], ["sgd", "adam"], steps=100, learning_rates=[0.01, 0.05])
+    >>> [(r.optimizer, r.learning_rate) for r in results]
+    [('sgd', 0.05), ('adam', 0.05)]
+    """
     learning_rates = np.logspace(-4, 0, 25) if learning_rates is None else learning_rates
     names = list(names)
     bar = None

@@ -7,7 +7,7 @@ Both need the loss at the current parameters: ``tx.update(grads, state, params, 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from gradflow.core import Chain, chain
 from gradflow.transforms.elementwise import scale_by_learning_rate
@@ -22,7 +22,7 @@ def polyak_sgd(
     scaling: Any = 1.0,
     f_min: Any = 0.0,
     eps: Any = 0.0,
-    variant: str = "sps",
+    variant: Literal["sps", "sps+"] = "sps",
 ) -> Chain:
     """SGD with the stochastic Polyak step size (Loizou et al., 2021; Polyak, 1987; seed 004):
 

@@ -39,9 +39,15 @@ class ScaleByLBFGSState(NamedTuple):
         the scratch row).
       memory_count: int32 number of pairs stored so far (saturating); the next pair goes to slot
         ``memory_count % memory_size``, overwriting the oldest.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> state = gf.scale_by_lbfgs(memory_size=3).init(jnp.zeros(2))
+      >>> state.diff_params_memory.shape, state.weights_memory.shape, state.memory_count  # 3 slots + scratch
+      ((4, 2), (4,), Array(0, dtype=int32))
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # mypy: the field shadows tuple.count
     params: Any
     updates: Any
     diff_params_memory: Any
@@ -101,12 +107,18 @@ class ScaleByLBFGS(Transform):
     """u ← H·g, the L-BFGS inverse-Hessian approximation applied to the gradient (see :func:`scale_by_lbfgs`).
 
     Needs ``params``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_lbfgs(memory_size=5)
+      >>> isinstance(tx, gf.ScaleByLBFGS), tx.memory_size, tx.scale_init_precond
+      (True, 5, True)
     """
 
     memory_size: int = static_field(default=10)
     scale_init_precond: bool = static_field(default=True)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         tree.check_float_leaves(params)
         rows = self.memory_size + 1  # the ring buffer and a scratch row
         stacked = jax.tree.map(lambda p: jnp.zeros((rows, *jnp.shape(p)), jnp.result_type(p)), params)
@@ -120,7 +132,7 @@ class ScaleByLBFGS(Transform):
             memory_count=jnp.zeros([], jnp.int32),
         )
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         if params is None:
             raise ValueError(
                 "scale_by_lbfgs needs params (the curvature pairs are differences of parameters): call "
@@ -259,11 +271,12 @@ def lbfgs(
       >>> float(f(w)) < 1e-10
       True
     """
+    step: Transform
     if learning_rate is None:
         step = scale(-1.0)
     else:
         step = scale_by_learning_rate(check_learning_rate("lbfgs", learning_rate))
-    transforms = [scale_by_lbfgs(memory_size, scale_init_precond), step]
+    transforms: list[Transform] = [scale_by_lbfgs(memory_size, scale_init_precond), step]
     if linesearch is not None:
         if not (callable(getattr(linesearch, "init", None)) and callable(getattr(linesearch, "update", None))):
             raise TypeError(f"lbfgs: linesearch must be a transform or None, got {type(linesearch).__name__}")

@@ -204,6 +204,16 @@ class BacktrackingLinesearchInfo(NamedTuple):
     Attributes:
       num_linesearch_steps: int32 number of values of ``value_fn`` evaluated.
       decrease_error: how much the accepted step violates the Armijo condition (0 when it holds).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, gradflow as gf
+      >>> f = lambda w: jnp.sum(w ** 2)
+      >>> tx = gf.chain(gf.sgd(1.0), gf.scale_by_backtracking_linesearch(15))
+      >>> w = jnp.array([1.0, 2.0]); state = tx.init(w)
+      >>> _, state = tx.update(jax.grad(f)(w), state, w, value_fn=f)
+      >>> info = state[-1].info
+      >>> int(info.num_linesearch_steps), float(info.decrease_error)  # η = 1 fails, η = 0.8 passes
+      (2, 0.0)
     """
 
     num_linesearch_steps: jax.Array
@@ -218,6 +228,12 @@ class ScaleByBacktrackingLinesearchState(NamedTuple):
       value: f(w + η·u) at the accepted step (+inf at init).
       grad: ∇f(w + η·u) with ``store_grad=True``, else ``None``.
       info: a :class:`BacktrackingLinesearchInfo`.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> state = gf.scale_by_backtracking_linesearch(15).init(jnp.zeros(2))
+      >>> state.learning_rate, state.value, state.grad  # no gradient is kept unless store_grad=True
+      (Array(1., dtype=float32), Array(inf, dtype=float32), None)
     """
 
     learning_rate: jax.Array
@@ -279,6 +295,12 @@ class ScaleByBacktrackingLinesearch(Transform):
 
     c₁ is ``slope_rtol``. The guess is min(increase_factor · η_prev, max_learning_rate). Needs ``params`` and the extra
     argument ``value_fn`` (see :func:`scale_by_backtracking_linesearch`).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_backtracking_linesearch(15, store_grad=True)
+      >>> isinstance(tx, gf.ScaleByBacktrackingLinesearch), tx.max_backtracking_steps, tx.store_grad
+      (True, 15, True)
     """
 
     slope_rtol: Any = 1e-4
@@ -291,7 +313,7 @@ class ScaleByBacktrackingLinesearch(Transform):
     store_grad: bool = static_field(default=False)
     verbose: bool = static_field(default=False)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         tree.check_float_leaves(params)
         dtype = scalar_dtype(params)
         return ScaleByBacktrackingLinesearchState(
@@ -301,7 +323,18 @@ class ScaleByBacktrackingLinesearch(Transform):
             info=BacktrackingLinesearchInfo(jnp.zeros([], jnp.int32), jnp.full([], jnp.inf, dtype)),
         )
 
-    def update(self, updates, state, params=None, *, value=None, grad=None, value_fn=None, grad_fn=None, **extra):
+    def update(
+        self,
+        updates: Any,
+        state: Any,
+        params: Any = None,
+        *,
+        value: Any = None,
+        grad: Any = None,
+        value_fn: Callable[..., Any] | None = None,
+        grad_fn: Callable[[Any], Any] | None = None,
+        **extra: Any,
+    ) -> tuple[Any, Any]:
         return _search_update(
             "scale_by_backtracking_linesearch", _backtracking, self, updates, state, params, value, grad,
             value_fn, grad_fn, extra,
@@ -394,6 +427,16 @@ class ZoomLinesearchInfo(NamedTuple):
       num_linesearch_steps: int32 number of values and gradients of ``value_fn`` evaluated.
       decrease_error: violation of the sufficient decrease condition at the returned step (0: it holds).
       curvature_error: violation of the curvature condition at the returned step (0: it holds).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, gradflow as gf
+      >>> f = lambda w: jnp.sum(w ** 2)
+      >>> tx = gf.chain(gf.sgd(0.5), gf.scale_by_zoom_linesearch(10))
+      >>> w = jnp.array([1.0, 2.0]); state = tx.init(w)
+      >>> _, state = tx.update(jax.grad(f)(w), state, w, value_fn=f)
+      >>> info = state[-1].info  # the first trial η = 1 lands on the minimum: both conditions hold
+      >>> int(info.num_linesearch_steps), float(info.decrease_error), float(info.curvature_error)
+      (1, 0.0, 0.0)
     """
 
     num_linesearch_steps: jax.Array
@@ -409,6 +452,12 @@ class ScaleByZoomLinesearchState(NamedTuple):
       value: f(w + η·u) (+inf at init).
       grad: ∇f(w + η·u) (zeros at init); reused by :func:`value_and_grad_from_state`.
       info: a :class:`ZoomLinesearchInfo`.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> state = gf.scale_by_zoom_linesearch(10).init(jnp.zeros(2))
+      >>> state.learning_rate, state.value, state.grad
+      (Array(1., dtype=float32), Array(inf, dtype=float32), Array([0., 0.], dtype=float32))
     """
 
     learning_rate: jax.Array
@@ -420,7 +469,7 @@ class ScaleByZoomLinesearchState(NamedTuple):
 class _Zoom(NamedTuple):
     """The carry of the zoom loop: the latest trial, the bracket [low, high] and the best safe step."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # mypy: the field shadows tuple.count
     stepsize: jax.Array
     value: jax.Array
     grad: Any
@@ -640,6 +689,12 @@ class ScaleByZoomLinesearch(Transform):
     """u ← η·u for a step η satisfying the strong Wolfe conditions (see :func:`scale_by_zoom_linesearch`).
 
     Needs ``params`` and the extra argument ``value_fn``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_zoom_linesearch(10)
+      >>> isinstance(tx, gf.ScaleByZoomLinesearch), tx.max_linesearch_steps, tx.initial_guess_strategy
+      (True, 10, 'keep')
     """
 
     max_learning_rate: Any = None
@@ -653,7 +708,7 @@ class ScaleByZoomLinesearch(Transform):
     initial_guess_strategy: str = static_field(default="keep")
     verbose: bool = static_field(default=False)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         tree.check_float_leaves(params)
         dtype = scalar_dtype(params)
         inf = jnp.full([], jnp.inf, dtype)
@@ -664,7 +719,18 @@ class ScaleByZoomLinesearch(Transform):
             info=ZoomLinesearchInfo(jnp.zeros([], jnp.int32), inf, inf),
         )
 
-    def update(self, updates, state, params=None, *, value=None, grad=None, value_fn=None, grad_fn=None, **extra):
+    def update(
+        self,
+        updates: Any,
+        state: Any,
+        params: Any = None,
+        *,
+        value: Any = None,
+        grad: Any = None,
+        value_fn: Callable[..., Any] | None = None,
+        grad_fn: Callable[[Any], Any] | None = None,
+        **extra: Any,
+    ) -> tuple[Any, Any]:
         return _search_update(
             "scale_by_zoom_linesearch", _zoom, self, updates, state, params, value, grad,
             value_fn, grad_fn, extra,

@@ -28,6 +28,12 @@ class MinimizeResult(NamedTuple):
       grad_norm: ‖∇f(params)‖, the Euclidean norm over all leaves.
       num_steps: int32 number of optimizer steps taken.
       converged: whether ``grad_norm < tol``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> result = gf.minimize(lambda w: jnp.sum((w - 1.0) ** 2), jnp.zeros(2), gf.sgd(0.5))
+      >>> result.params, int(result.num_steps), bool(result.converged)  # one exact step
+      (Array([1., 1.], dtype=float32), 1, True)
     """
 
     params: Any
@@ -126,10 +132,10 @@ def minimize(
         tx = chain(tx)
     tree.check_float_leaves(x0, "x0")
     # NumPy scalars: jit takes them on its fast path (an eager jnp.asarray costs more than a small solve).
-    max_steps = np.asarray(max_steps, np.int32)
-    tol = np.asarray(tol, scalar_dtype(x0))
+    steps_limit = np.asarray(max_steps, np.int32)
+    tolerance = np.asarray(tol, scalar_dtype(x0))
     try:
         hash(fun)
     except TypeError:
-        return jax.jit(functools.partial(_solve, fun=fun))(tx, x0, max_steps, tol)
-    return _solve_jit(tx, x0, max_steps, tol, fun=fun)
+        return jax.jit(functools.partial(_solve, fun=fun))(tx, x0, steps_limit, tolerance)
+    return _solve_jit(tx, x0, steps_limit, tolerance, fun=fun)

@@ -44,6 +44,12 @@ class CGResult(NamedTuple):
       iterations: int32 number of CG steps taken (each one product A·p, plus one more product when
         the iteration stopped on non-positive curvature).
       negative_curvature: whether the iteration stopped on a direction p with pᵀAp ≤ 0.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> result = gf.conjugate_gradient(lambda v: 2.0 * v, jnp.array([2.0, 4.0]))  # A = 2·I
+      >>> result.x, int(result.iterations), bool(result.negative_curvature)
+      (Array([1., 2.], dtype=float32), 1, False)
     """
 
     x: jax.Array
@@ -132,6 +138,11 @@ class NewtonState(NamedTuple):
       cg_iterations: CG steps taken (0 for the dense solver).
       negative_curvature: whether CG met a direction of non-positive curvature of H + damping·I
         (always ``False`` for the dense solver).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> gf.scale_by_newton().init(jnp.zeros(2))
+      NewtonState(cg_iterations=Array(0, dtype=int32), negative_curvature=Array(False, dtype=bool))
     """
 
     cg_iterations: jax.Array
@@ -143,6 +154,12 @@ class ScaleByNewton(Transform):
     """u ← (H + damping·I)⁻¹·u, H the Hessian at ``params`` (from ``grad_fn``), by CG or a dense solve.
 
     Needs ``params`` and the extra argument ``grad_fn``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_newton(damping=0.1, solver="dense")
+      >>> isinstance(tx, gf.ScaleByNewton), tx.damping, tx.solver
+      (True, 0.1, 'dense')
     """
 
     damping: Any = 0.0
@@ -150,11 +167,19 @@ class ScaleByNewton(Transform):
     max_cg_iterations: int = static_field(default=20)
     solver: Literal["cg", "dense"] = static_field(default="cg")
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return NewtonState(jnp.zeros([], jnp.int32), jnp.zeros([], bool))
 
-    def update(self, updates, state, params=None, grad_fn=None, **extra):
+    def update(
+        self,
+        updates: Any,
+        state: Any,
+        params: Any = None,
+        grad_fn: Callable[[Any], Any] | None = None,
+        **extra: Any,
+    ) -> tuple[Any, Any]:
         require_grad_fn("scale_by_newton", grad_fn, params, "Hessian-vector products")
+        assert grad_fn is not None  # require_grad_fn raised otherwise (narrows the type for mypy)
         tree.map(lambda u, p: None, updates, params, names=("updates", "params"))  # same structure and shapes
         dtype = compute_dtype(params)
         flat_params, unravel_params = ravel_pytree(params)
@@ -197,7 +222,7 @@ def _check_structure(owner: str, max_cg_iterations: Any, solver: Any) -> None:
 def scale_by_newton(
     damping: Any = 0.0,
     *,
-    solver: str = "cg",
+    solver: Literal["cg", "dense"] = "cg",
     max_cg_iterations: int = 20,
     tolerance: Any = 1e-5,
 ) -> ScaleByNewton:
@@ -252,7 +277,7 @@ def newton(
     learning_rate: Any = 1.0,
     damping: Any = 0.0,
     *,
-    solver: str = "cg",
+    solver: Literal["cg", "dense"] = "cg",
     max_cg_iterations: int = 20,
     tolerance: Any = 1e-5,
 ) -> Chain:

@@ -72,15 +72,22 @@ class YogiMoment(Transform):
 
     Fed with u = g², v moves towards g² by at most (1 − decay)·g² per step, whatever its distance
     (Adam's EWMA moves by (1 − decay)·(g² − v)), so the effective learning rate cannot grow quickly.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.yogi_moment(0.5, initial=1.0)
+      >>> _, state = tx.update(jnp.array([3.0, 0.0]), tx.init(jnp.zeros(2)))
+      >>> state.mean  # v = 1 + 0.5·3 where u > v; unchanged where u = 0
+      Array([2.5, 1. ], dtype=float32)
     """
 
     decay: Any
     initial: Any = 1e-6
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return EWMAState(tree.full_like(params, self.initial))
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         rate = 1 - jnp.asarray(self.decay)
         mean = tree.map(
             lambda u, v: v - rate * jnp.sign(v - u) * u, updates, state.mean, names=("updates", "state.mean")
@@ -93,15 +100,24 @@ class EWMAWithOffset(Transform):
     """A moving average that also adds ``offset`` inside its state: m ← decay·m + (1 − decay)·u + offset.
 
     AdaBelief's s_t (Zhuang et al., 2020, Algorithm 2) with offset = ε; ``offset=0`` is :func:`ewma`.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.ewma_with_offset(0.5, offset=1.0)
+      >>> state = tx.init(jnp.zeros(1))
+      >>> for _ in range(2):
+      ...     m, state = tx.update(jnp.array([4.0]), state)
+      >>> m  # 3, then 0.5·3 + 0.5·4 + 1
+      Array([4.5], dtype=float32)
     """
 
     decay: Any
     offset: Any = 0.0
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return EWMAState(tree.zeros_like(params))
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         decay = jnp.asarray(self.decay)
         mean = tree.map(
             lambda u, m: decay * m + (1 - decay) * u + self.offset, updates, state.mean, names=("updates", "state.mean")
@@ -110,9 +126,15 @@ class EWMAWithOffset(Transform):
 
 
 class RectificationState(NamedTuple):
-    """The saturating int32 step counter t."""
+    """The saturating int32 step counter t.
 
-    count: jax.Array
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> gf.rectification(0.999).init(jnp.zeros(2))
+      RectificationState(count=Array(0, dtype=int32))
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # mypy: the field shadows tuple.count
 
 
 @pytree_dataclass
@@ -123,15 +145,21 @@ class Rectification(Transform):
 
     u ← u / r_t  where ρ_t ≥ threshold,  r_t = √((ρ_t − 4)(ρ_t − 2)ρ∞ / ((ρ∞ − 4)(ρ∞ − 2)ρ_t)),
     u ← 1        otherwise (the step is then the bias-corrected momentum alone).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.rectification(0.999)
+      >>> isinstance(tx, gf.Rectification), tx.threshold
+      (True, 5.0)
     """
 
     b2: Any
     threshold: Any = 5.0
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return RectificationState(jnp.zeros([], jnp.int32))
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         count = tree.saturating_increment(state.count)
         b2 = jnp.asarray(self.b2)
         dtype = jnp.promote_types(b2.dtype, jnp.float32)
@@ -150,9 +178,15 @@ class Rectification(Transform):
 
 
 class LayerSecondMomentState(NamedTuple):
-    """One scalar per leaf (the layer's second moment) and the saturating int32 step counter."""
+    """One scalar per leaf (the layer's second moment) and the saturating int32 step counter.
 
-    count: jax.Array
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> gf.layer_second_moment(0.5).init({"w": jnp.zeros(2)})
+      LayerSecondMomentState(count=Array(0, dtype=int32), moment={'w': Array(0., dtype=float32)})
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # mypy: the field shadows tuple.count
     moment: Any
 
 
@@ -167,17 +201,27 @@ class LayerSecondMoment(Transform):
     v_l ← ‖u_l‖² at the first step, then v_l ← decay·v_l + (1 − decay)·‖u_l‖² (Ginsburg et al., 2019).
     The state holds only the scalars; the output is v_l repeated over the leaf, so that it can be the
     denominator branch of :func:`~gradflow.transforms.combine.ratio`.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.layer_second_moment(0.5)
+      >>> state = tx.init({"w": jnp.zeros(2)})
+      >>> for g in ([3.0, 4.0], [1.0, 0.0]):
+      ...     v, state = tx.update({"w": jnp.array(g)}, state)
+      >>> v["w"], state.moment["w"]  # 0.5·25 + 0.5·1, kept as one scalar per leaf
+      (Array([13., 13.], dtype=float32), Array(13., dtype=float32))
     """
 
     decay: Any
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         tree.check_float_leaves(params)
         moment = jax.tree.map(lambda p: jnp.zeros([], jnp.result_type(p)), params)
         return LayerSecondMomentState(jnp.zeros([], jnp.int32), moment)
 
-    def update(self, updates, state, params=None, **extra):
-        if jax.tree.structure(updates) != jax.tree.structure(state.moment):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
+        structure: Any = jax.tree.structure(updates)  # a jaxlib PyTreeDef, which has no type stubs
+        if structure != jax.tree.structure(state.moment):
             raise tree.TreeMismatchError(tree.describe_mismatch(updates, state.moment, "updates", "state.moment"))
         decay = jnp.asarray(self.decay)
         first = state.count == 0
@@ -436,5 +480,5 @@ def scale_by_novograd(
     return chain(
         ratio(identity(), chain(LayerSecondMoment(b2), root(eps, eps_root))),
         add_decayed_weights(weight_decay),
-        ewma(b1, kind="momentum", dtype=canonical_dtype(mu_dtype)),
+        ewma(b1, kind="momentum", dtype=canonical_dtype(mu_dtype, owner, "mu_dtype")),
     )

@@ -17,14 +17,21 @@ class Centralize(Transform):
     """u ← u − mean(u) over ``axis`` for every leaf of rank ≥ 2; vectors and scalars pass unchanged.
 
     ``axis=None`` averages over every axis but the first (one mean per leading index), as optax does.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.centralize()
+      >>> tx.update(jnp.array([[1.0, 3.0], [2.0, 2.0]]), tx.init(None))[0]  # each row loses its mean
+      Array([[-1.,  1.],
+             [ 0.,  0.]], dtype=float32)
     """
 
     axis: int | tuple[int, ...] | None = static_field(default=None)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return EmptyState()
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         def centre(u):
             u = jnp.asarray(u)
             if u.ndim < 2:  # biases and scalars (a structural choice, known while tracing)

@@ -116,14 +116,20 @@ class ClipByBlockRMS(Transform):
     """Rescale each leaf whose root mean square exceeds ``threshold``: u ← u / max(1, rms(u) / threshold).
 
     rms(u) = sqrt(mean(|u|²)) over the entries of one leaf (one parameter block).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.clip_by_block_rms(1.0)
+      >>> tx.update(jnp.array([2.0, -2.0]), tx.init(None))[0]  # rms 2 is scaled down to 1
+      Array([ 1., -1.], dtype=float32)
     """
 
     threshold: Any
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return EmptyState()
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         threshold = jnp.asarray(self.threshold)
 
         def clip_leaf(u):
@@ -141,16 +147,23 @@ class AdaptiveGradClip(Transform):
 
     For each unit i (see :func:`unitwise_norm`) with update norm ‖u_i‖ and parameter norm ‖θ_i‖, let
     m_i = clipping · max(‖θ_i‖, eps). Then u_i ← u_i if ‖u_i‖ < m_i, else u_i · m_i / max(‖u_i‖, 10⁻⁶).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.adaptive_grad_clip(0.1)
+      >>> params = jnp.array([3.0, 4.0])  # a vector is one unit: ‖θ‖ = 5
+      >>> tx.update(jnp.array([0.0, 2.0]), tx.init(params), params)[0]  # ‖u‖ = 2 is cut to 0.1·5
+      Array([0. , 0.5], dtype=float32)
     """
 
     clipping: Any
     eps: Any = 1e-3
     axis: int | tuple[int, ...] | None = static_field(default=None)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return EmptyState()
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         if params is None:
             raise ValueError("adaptive_grad_clip needs the parameters: call update(updates, state, params)")
         clipping, eps = jnp.asarray(self.clipping), jnp.asarray(self.eps)

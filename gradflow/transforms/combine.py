@@ -32,6 +32,12 @@ class Combine(Transform):
 
     ``op`` is one of ``divide`` (a / b), ``multiply`` (a · b), ``add`` (a + b), ``subtract`` (a − b),
     ``interpolate`` (weight · a + (1 − weight) · b). The state is the pair of branch states.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.ratio(gf.identity(), gf.absolute())
+      >>> isinstance(tx, gf.Combine), tx.op
+      (True, 'divide')
     """
 
     first: Transform
@@ -39,10 +45,18 @@ class Combine(Transform):
     weight: Any = None
     op: Literal["divide", "multiply", "add", "subtract", "interpolate"] = static_field(default="divide")
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return (self.first.init(params), self.second.init(params))
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
+        if type(state) is not tuple or len(state) != 2:  # a NamedTuple is the state of some other transform
+            got = type(state).__name__
+            if isinstance(state, tuple):
+                got = f"a {got} of length {len(state)}"
+            raise ValueError(
+                f"combine ({self.op}) of two branches got {got} as its state; "
+                "pass the state that this transform's init returned"
+            )
         a, first_state = self.first.update(updates, state[0], params, **extra)
         b, second_state = self.second.update(updates, state[1], params, **extra)
         join = _OPS[self.op]
@@ -76,21 +90,82 @@ def ratio(numerator: Any, denominator: Any) -> Combine:
 
 
 def product(first: Any, second: Any) -> Combine:
-    """Leafwise ``first(u) · second(u)``."""
+    """Leafwise ``first(u) · second(u)`` over two branches of the same updates.
+
+    Args:
+      first: a transform (gradflow or optax).
+      second: a transform (gradflow or optax).
+
+    Returns:
+      A :class:`Combine` whose state is the pair of branch states.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.product(gf.identity(), gf.sign())  # u · sign(u) = |u|
+      >>> g = jnp.array([-2.0, 3.0])
+      >>> tx.update(g, tx.init(g))[0]
+      Array([2., 3.], dtype=float32)
+    """
     return Combine(_branch(first), _branch(second), None, "multiply")
 
 
 def total(first: Any, second: Any) -> Combine:
-    """Leafwise ``first(u) + second(u)``."""
+    """Leafwise ``first(u) + second(u)`` over two branches of the same updates.
+
+    Args:
+      first: a transform (gradflow or optax).
+      second: a transform (gradflow or optax).
+
+    Returns:
+      A :class:`Combine` whose state is the pair of branch states.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.total(gf.identity(), gf.shift(1.0))  # u + (u + 1)
+      >>> g = jnp.array([-2.0, 3.0])
+      >>> tx.update(g, tx.init(g))[0]
+      Array([-3.,  7.], dtype=float32)
+    """
     return Combine(_branch(first), _branch(second), None, "add")
 
 
 def difference(first: Any, second: Any) -> Combine:
-    """Leafwise ``first(u) − second(u)`` (e.g. E[g²] − E[g]² for centered RMSprop)."""
+    """Leafwise ``first(u) − second(u)`` (e.g. E[g²] − E[g]² for centered RMSprop).
+
+    Args:
+      first: a transform (gradflow or optax).
+      second: a transform (gradflow or optax).
+
+    Returns:
+      A :class:`Combine` whose state is the pair of branch states.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.difference(gf.chain(gf.square(), gf.ewma(0.5)), gf.chain(gf.ewma(0.5), gf.square()))
+      >>> g = jnp.array([2.0, -2.0])
+      >>> tx.update(g, tx.init(g))[0]  # E[g²] − E[g]² = 0.5·4 − (0.5·2)²
+      Array([1., 1.], dtype=float32)
+    """
     return Combine(_branch(first), _branch(second), None, "subtract")
 
 
 def interpolate(first: Any, second: Any, weight: Any) -> Combine:
-    """Leafwise ``weight · first(u) + (1 − weight) · second(u)`` with ``weight`` in [0, 1]."""
+    """Leafwise ``weight · first(u) + (1 − weight) · second(u)`` with ``weight`` in [0, 1].
+
+    Args:
+      first: a transform (gradflow or optax).
+      second: a transform (gradflow or optax).
+      weight: w in [0, 1] (a leaf: a number, an array or a schedule).
+
+    Returns:
+      A :class:`Combine` whose state is the pair of branch states.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.interpolate(gf.identity(), gf.sign(), 0.25)  # 0.25·u + 0.75·sign(u)
+      >>> g = jnp.array([-2.0, 4.0])
+      >>> tx.update(g, tx.init(g))[0]
+      Array([-1.25,  1.75], dtype=float32)
+    """
     check_range("interpolate", "weight", weight, 0.0, 1.0, high_open=False)
     return Combine(_branch(first), _branch(second), weight, "interpolate")

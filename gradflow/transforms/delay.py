@@ -23,8 +23,18 @@ __all__ = ["StaleGradients", "StaleGradientsState", "stale_gradients"]
 
 
 class StaleGradientsState(NamedTuple):
-    """``pending``: the last ``delay`` updates, each leaf with a leading axis of ``delay`` slots;
-    ``slot``: int32 index of the oldest one (the next to be released)."""
+    """The state of :class:`StaleGradients`: a ring buffer of the last ``delay`` updates.
+
+    Attributes:
+      pending: the last ``delay`` updates, each leaf with a leading axis of ``delay`` slots.
+      slot: int32 index of the oldest one (the next to be released).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> state = gf.stale_gradients(2).init(jnp.zeros(3))
+      >>> state.pending.shape, int(state.slot)  # 2 slots of the parameters' shape
+      ((2, 3), 0)
+    """
 
     pending: Any
     slot: jax.Array
@@ -32,24 +42,32 @@ class StaleGradientsState(NamedTuple):
 
 @pytree_dataclass
 class StaleGradients(Transform):
-    """Output the update received ``delay`` steps ago (zeros until then); see the module docstring."""
+    """Output the update received ``delay`` steps ago (zeros until then); see the module docstring.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.stale_gradients(1)
+      >>> isinstance(tx, gf.StaleGradients), tx.delay
+      (True, 1)
+    """
 
     delay: int = static_field()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
         if isinstance(self.delay, bool) or not isinstance(self.delay, int) or self.delay < 0:
             raise ValueError(f"stale_gradients: delay needs a whole number of steps >= 0, got {self.delay!r}")
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         tree.check_float_leaves(params)
         pending = jax.tree.map(lambda p: jnp.zeros((self.delay, *jnp.shape(p)), jnp.result_type(p)), params)
         return StaleGradientsState(pending, jnp.zeros([], jnp.int32))
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         if self.delay == 0:
             return updates, state
-        if jax.tree.structure(updates) != jax.tree.structure(state.pending):
+        structure: Any = jax.tree.structure(updates)  # a jaxlib PyTreeDef, which has no type stubs
+        if structure != jax.tree.structure(state.pending):
             raise tree.TreeMismatchError(
                 f"stale_gradients: updates {jax.tree.structure(updates)} do not match the state's pending "
                 f"updates {jax.tree.structure(state.pending)}"
@@ -61,17 +79,26 @@ class StaleGradients(Transform):
 
 
 def stale_gradients(delay: int) -> StaleGradients:
-    """Apply each update ``delay`` steps late: ``chain(stale_gradients(k), sgd(lr))`` simulates
-    asynchronous SGD whose gradients arrive k steps after the parameters they were computed at.
+    """Apply each update ``delay`` steps late: u_t ← g_{t−delay}, and u_t ← 0 for t ≤ delay.
 
-    >>> import gradflow as gf
-    >>> tx = stale_gradients(2)
-    >>> state = tx.init(jnp.zeros(1))
-    >>> outs = []
-    >>> for g in (1.0, 2.0, 3.0, 4.0):
-    ...     out, state = tx.update(jnp.array([g]), state)
-    ...     outs.append(float(out[0]))
-    >>> outs
-    [0.0, 0.0, 1.0, 2.0]
+    ``chain(stale_gradients(k), sgd(lr))`` simulates asynchronous SGD (Downpour SGD, Dean et al., 2012)
+    whose gradients arrive k steps after the parameters they were computed at.
+
+    Args:
+      delay: k ≥ 0, the number of steps each update is held back (static: it sets the buffer's size).
+
+    Returns:
+      A :class:`StaleGradients` whose state is a :class:`StaleGradientsState`.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.stale_gradients(2)
+      >>> state = tx.init(jnp.zeros(1))
+      >>> outs = []
+      >>> for g in (1.0, 2.0, 3.0, 4.0):
+      ...     out, state = tx.update(jnp.array([g]), state)
+      ...     outs.append(float(out[0]))
+      >>> outs
+      [0.0, 0.0, 1.0, 2.0]
     """
     return StaleGradients(delay)

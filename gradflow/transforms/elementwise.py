@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from gradflow import tree
@@ -40,10 +41,10 @@ class Elementwise(Transform):
     def apply(self, u: Any) -> Any:
         raise NotImplementedError
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return EmptyState()
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         out = tree.map(lambda u: jnp.asarray(self.apply(u)).astype(jnp.result_type(u)), updates)
         return out, state
 
@@ -52,7 +53,7 @@ class Elementwise(Transform):
 class Square(Elementwise):
     """``u ← u²`` (``|u|²`` for complex updates)."""
 
-    def apply(self, u):
+    def apply(self, u: Any) -> jax.Array:
         return jnp.real(u * jnp.conj(u)) if jnp.iscomplexobj(u) else jnp.square(u)
 
 
@@ -60,7 +61,7 @@ class Square(Elementwise):
 class Absolute(Elementwise):
     """``u ← |u|``."""
 
-    def apply(self, u):
+    def apply(self, u: Any) -> jax.Array:
         return jnp.abs(u)
 
 
@@ -68,7 +69,7 @@ class Absolute(Elementwise):
 class Sign(Elementwise):
     """``u ← sign(u)`` (0 where ``u = 0``): signSGD, Bernstein et al. 2018."""
 
-    def apply(self, u):
+    def apply(self, u: Any) -> jax.Array:
         return jnp.sign(u)
 
 
@@ -83,7 +84,7 @@ class Root(Elementwise):
     eps: Any = 0.0
     eps_root: Any = 0.0
 
-    def apply(self, u):
+    def apply(self, u: Any) -> jax.Array:
         return jnp.sqrt(u + self.eps_root) + self.eps
 
 
@@ -93,7 +94,7 @@ class Shift(Elementwise):
 
     offset: Any
 
-    def apply(self, u):
+    def apply(self, u: Any) -> jax.Array:
         return u + self.offset
 
 
@@ -103,19 +104,27 @@ class Scale(Elementwise):
 
     step_size: Any
 
-    def apply(self, u):
+    def apply(self, u: Any) -> jax.Array:
         return self.step_size * u
 
 
 @pytree_dataclass
 class ScaleByLearningRate(Elementwise):
-    """``u ← −learning_rate · u`` (``+learning_rate · u`` with ``flip_sign=False``)."""
+    """``u ← −learning_rate · u`` (``+learning_rate · u`` with ``flip_sign=False``).
+
+    A learning rate that is negative when the step runs (a traced value, one set in the state through
+    ``set_hyperparam``, a schedule that turns negative between the counts checked at construction, or
+    one rounded to −1e-8 by XLA, as a warmup from 0 is under ``jit``) counts as 0: the step is zero,
+    never a step up the gradient. A NaN learning rate stays NaN (``apply_if_finite`` skips that step).
+    """
 
     learning_rate: Any
     flip_sign: bool = static_field(default=True)
 
-    def apply(self, u):
-        return (-self.learning_rate if self.flip_sign else self.learning_rate) * u
+    def apply(self, u: Any) -> jax.Array:
+        # where, not maximum: the derivative with respect to the learning rate stays 1 at 0.
+        learning_rate = jnp.where(self.learning_rate < 0, 0, self.learning_rate)
+        return (-learning_rate if self.flip_sign else learning_rate) * u
 
 
 @pytree_dataclass
@@ -124,7 +133,7 @@ class Clip(Elementwise):
 
     max_delta: Any
 
-    def apply(self, u):
+    def apply(self, u: Any) -> jax.Array:
         return jnp.clip(u, -self.max_delta, self.max_delta)
 
 
@@ -140,7 +149,16 @@ def square() -> Square:
 
 
 def absolute() -> Absolute:
-    """``u ← |u|``, the input of AdaMax's infinity-norm statistic."""
+    """``u ← |u|``, the input of AdaMax's infinity-norm statistic.
+
+    Returns:
+      A stateless :class:`Absolute` transform.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> gf.absolute().update(jnp.array([-2.0, 3.0]), None)[0]
+      Array([2., 3.], dtype=float32)
+    """
     return Absolute()
 
 
@@ -156,14 +174,39 @@ def sign() -> Sign:
 
 
 def root(eps: Any = 0.0, eps_root: Any = 0.0) -> Root:
-    """``u ← sqrt(u + eps_root) + eps`` (ε inside the root: textbook; outside: optax's Adam)."""
+    """``u ← sqrt(u + eps_root) + eps`` (ε inside the root: textbook; outside: optax's Adam).
+
+    Args:
+      eps: ε ≥ 0 added outside the root.
+      eps_root: ε ≥ 0 added inside the root.
+
+    Returns:
+      A stateless :class:`Root` transform.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> gf.root(eps=1.0).update(jnp.array([4.0, 9.0]), None)[0]  # √u + 1
+      Array([3., 4.], dtype=float32)
+    """
     check_nonnegative("root", "eps", eps)
     check_nonnegative("root", "eps_root", eps_root)
     return Root(eps, eps_root)
 
 
 def shift(offset: Any) -> Shift:
-    """``u ← u + offset``."""
+    """``u ← u + offset``.
+
+    Args:
+      offset: a number or an array broadcast against each leaf.
+
+    Returns:
+      A stateless :class:`Shift` transform.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> gf.shift(1.0).update(jnp.array([1.0, -2.0]), None)[0]
+      Array([ 2., -1.], dtype=float32)
+    """
     return Shift(check_number("shift", "offset", offset))
 
 
@@ -184,6 +227,14 @@ def scale_by_learning_rate(learning_rate: Any, *, flip_sign: bool = True) -> Sca
     Args:
       learning_rate: η ≥ 0, a number or an array (a leaf of the optimizer's pytree).
       flip_sign: multiply by ``+learning_rate`` instead (for ascent).
+
+    Returns:
+      A stateless :class:`ScaleByLearningRate` transform.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> gf.scale_by_learning_rate(0.1).update(jnp.array([1.0, -2.0]), None)[0]
+      Array([-0.1,  0.2], dtype=float32)
     """
     return ScaleByLearningRate(check_learning_rate("scale_by_learning_rate", learning_rate), flip_sign)
 

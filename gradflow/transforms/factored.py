@@ -60,13 +60,19 @@ class AdafactorDecay(Schedule):
     ``decay_rate`` and ``step_offset`` are leaves; ``decay_rate_fn`` (a function of the step and the
     rate) is static. ``count − step_offset`` must be ≥ 0: set ``step_offset`` only for a state whose
     count is already past it.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> schedule = gf.AdafactorDecay(decay_rate=0.5)
+      >>> [round(float(schedule(jnp.array(count))), 4) for count in (0, 3)]  # 1 − (count + 1)^(−0.5)
+      [0.0, 0.5]
     """
 
     decay_rate: Any = 0.8
     step_offset: Any = 0
     decay_rate_fn: Callable[[Any, Any], Any] | None = static_field(default=None)
 
-    def __call__(self, count):
+    def __call__(self, count: jax.Array) -> jax.Array:
         step = count - jnp.asarray(self.step_offset).astype(jnp.result_type(count))
         fn = decay_rate_pow if self.decay_rate_fn is None else self.decay_rate_fn
         return jnp.asarray(fn(step, self.decay_rate))
@@ -93,8 +99,18 @@ def factored_dims(shape: tuple[int, ...], factored: bool, min_dim_size_to_factor
 
 
 class FactoredState(NamedTuple):
-    """Trees shaped like the params: ``v_row``/``v_col`` hold the row/column statistics of factored leaves
-    and ``v`` the full statistic of the others; an unused entry is an empty array of shape (0,)."""
+    """The state of :class:`FactoredEWMA`: three trees shaped like the params.
+
+    ``v_row``/``v_col`` hold the row/column statistics of factored leaves and ``v`` the full statistic of
+    the others; an unused entry is an empty array of shape (0,).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.factored_ewma(0.5, min_dim_size_to_factor=2)
+      >>> state = tx.init({"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)})
+      >>> state.v_row["w"].shape, state.v_col["w"].shape, state.v["w"].shape, state.v["b"].shape
+      ((2,), (3,), (0,), (3,))
+    """
 
     v_row: Any
     v_col: Any
@@ -117,6 +133,12 @@ class FactoredEWMA(Transform):
       R ← decay·R + (1 − decay)·mean_{d0}(u),  C ← decay·C + (1 − decay)·mean_{d1}(u),
       output V̂ = R·C / mean_{d1}(R)  (R broadcast along d0, C along d1);
     for any other leaf: V ← decay·V + (1 − decay)·u, output V. Both start at 0.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.factored_ewma(0.5)
+      >>> isinstance(tx, gf.FactoredEWMA), tx.decay, tx.min_dim_size_to_factor
+      (True, 0.5, 128)
     """
 
     decay: Any
@@ -126,7 +148,7 @@ class FactoredEWMA(Transform):
     def _dims(self, x: Any) -> tuple[int, int] | None:
         return factored_dims(tuple(jnp.shape(x)), self.factored, self.min_dim_size_to_factor)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         tree.check_float_leaves(params)
 
         def leaf(p):
@@ -139,7 +161,7 @@ class FactoredEWMA(Transform):
 
         return _unzip(params, jax.tree.map(leaf, params))
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         decay = jnp.asarray(self.decay)
 
         def leaf(u, v_row, v_col, v):
@@ -163,9 +185,9 @@ class FactoredEWMA(Transform):
 
 
 def _check_structure(updates: Any, state: FactoredState, names: tuple[str, ...]) -> None:
-    structure = jax.tree.structure(updates)
+    structure: Any = jax.tree.structure(updates)  # a jaxlib PyTreeDef, which has no type stubs
     for name, other in zip(names[1:], state):
-        if jax.tree.structure(other) != structure:
+        if structure != jax.tree.structure(other):
             raise tree.TreeMismatchError(tree.describe_mismatch(updates, other, names[0], name))
 
 
@@ -177,14 +199,21 @@ def _unzip(like: Any, results: Any, first: int = 0) -> FactoredState:
 
 @pytree_dataclass
 class ScaleByParamBlockRMS(Transform):
-    """Per leaf: u ← u · max(rms(θ), min_scale), rms(θ) = √mean(|θ|²) (Adafactor's relative step size)."""
+    """Per leaf: u ← u · max(rms(θ), min_scale), rms(θ) = √mean(|θ|²) (Adafactor's relative step size).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_param_block_rms(min_scale=0.1)
+      >>> tx.update(jnp.ones(2), tx.init(None), jnp.zeros(2))[0]  # rms(θ) = 0 is raised to min_scale
+      Array([0.1, 0.1], dtype=float32)
+    """
 
     min_scale: Any = 1e-3
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return EmptyState()
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         if params is None:
             raise ValueError("scale_by_param_block_rms needs the parameters: call update(updates, state, params)")
 

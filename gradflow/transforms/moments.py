@@ -37,9 +37,22 @@ __all__ = [
 ]
 
 
-def canonical_dtype(dtype: Any) -> Any:
-    """``None`` or a numpy dtype (hashable, so it can be a static field)."""
-    return None if dtype is None else jnp.dtype(dtype)
+def canonical_dtype(dtype: Any, owner: str = "gradflow", name: str = "dtype") -> Any:
+    """``None`` or a floating-point numpy dtype (hashable, so it can be a static field).
+
+    Raises:
+      TypeError: if ``dtype`` is not a dtype, naming ``owner`` and the argument ``name``.
+      ValueError: if it is not floating point (or complex): an integer buffer would truncate the statistic.
+    """
+    if dtype is None:
+        return None
+    try:
+        resolved = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{owner}: {name} must be a dtype or None, got {dtype!r}") from None
+    if not jnp.issubdtype(resolved, jnp.inexact):
+        raise ValueError(f"{owner}: {name} must be a floating-point dtype, got {resolved}")
+    return resolved
 
 
 def _as(x: Any, like: Any) -> jax.Array:
@@ -55,7 +68,7 @@ class EWMAState(NamedTuple):
 class CountState(NamedTuple):
     """A saturating int32 step counter."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # mypy: the field shadows tuple.count
 
 
 class SumState(NamedTuple):
@@ -93,14 +106,14 @@ class EWMA(Transform):
     nesterov: bool = static_field(default=False)
     dtype: Any = static_field(default=None)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return EWMAState(tree.full_like(params, self.initial, self.dtype))
 
     def _weight(self):
         # jnp.asarray: compute 1 − decay in the array dtype, as a jitted step does with the traced leaf.
         return 1 - jnp.asarray(self.decay) if self.kind == "average" else 1
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         weight = self._weight()
         mean = tree.map(lambda u, m: self.decay * m + weight * u, updates, state.mean, names=("updates", "state.mean"))
         out = tree.map(lambda u, m: self.decay * m + weight * u, updates, mean) if self.nesterov else mean
@@ -118,10 +131,10 @@ class BiasCorrection(Transform):
     decay: Any
     step_offset: int = static_field(default=0)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return CountState(jnp.zeros([], jnp.int32))
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         count = tree.saturating_increment(state.count)
         correction = 1 - self.decay ** (count + self.step_offset)
         out = tree.map(lambda u: u / _as(correction, u), updates)
@@ -134,10 +147,10 @@ class Accumulate(Transform):
 
     initial: Any = 0.0
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return SumState(tree.full_like(params, self.initial))
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         total = tree.map(lambda u, s: s + u, updates, state.total, names=("updates", "state.total"))
         return tree.cast_like(total, updates), SumState(tree.cast_like(total, state.total))
 
@@ -152,10 +165,10 @@ class RunningMax(Transform):
 
     decay: Any = 1.0
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return MaxState(tree.zeros_like(params))
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         maximum = tree.map(
             lambda u, v: jnp.maximum(self.decay * v, u), updates, state.maximum, names=("updates", "state.maximum")
         )
@@ -170,10 +183,10 @@ class InterpolatedMomentum(Transform):
     b2: Any
     dtype: Any = static_field(default=None)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return EWMAState(tree.zeros_like(params, self.dtype))
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         b1, b2 = jnp.asarray(self.b1), jnp.asarray(self.b2)
         out = tree.map(lambda u, m: (1 - b1) * u + b1 * m, updates, state.mean, names=("updates", "state.mean"))
         mean = tree.map(lambda u, m: (1 - b2) * u + b2 * m, updates, state.mean)
@@ -190,10 +203,10 @@ class ScaleByUpdateRMS(Transform):
     decay: Any
     eps: Any
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return UpdateRMSState(tree.zeros_like(params))
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         out = tree.map(
             lambda u, s: jnp.sqrt(s + self.eps) * u, updates, state.mean_square, names=("updates", "state.mean_square")
         )
@@ -231,7 +244,8 @@ def ewma(
     if kind not in ("average", "momentum"):
         raise ValueError(f"ewma: kind must be 'average' or 'momentum', got {kind!r}")
     check_range("ewma", "decay", decay, 0.0, 1.0)
-    return EWMA(decay, check_number("ewma", "initial", initial), kind, bool(nesterov), canonical_dtype(dtype))
+    dtype = canonical_dtype(dtype, "ewma", "dtype")
+    return EWMA(decay, check_number("ewma", "initial", initial), kind, bool(nesterov), dtype)
 
 
 def bias_correction(decay: Any, *, step_offset: int = 0) -> BiasCorrection:
@@ -251,24 +265,95 @@ def bias_correction(decay: Any, *, step_offset: int = 0) -> BiasCorrection:
 
 
 def accumulate(initial: Any = 0.0) -> Accumulate:
-    """Running sum s ← s + u starting at ``initial`` (chain after :func:`square` for AdaGrad)."""
+    """Running sum s ← s + u starting at ``initial`` (chain after :func:`square` for AdaGrad, Duchi et al. 2011).
+
+    Args:
+      initial: s₀ ≥ 0, the starting value of every coordinate.
+
+    Returns:
+      An :class:`Accumulate` whose state is a :class:`SumState`.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.accumulate()
+      >>> state = tx.init(jnp.zeros(2))
+      >>> for _ in range(2):
+      ...     s, state = tx.update(jnp.array([1.0, 2.0]), state)
+      >>> s
+      Array([2., 4.], dtype=float32)
+    """
     return Accumulate(check_nonnegative("accumulate", "initial", initial))
 
 
 def running_max(decay: Any = 1.0) -> RunningMax:
-    """Running maximum v ← max(decay·v, u) (AMSGrad with decay 1, AdaMax with decay b2)."""
+    """Running maximum v ← max(decay·v, u) from v = 0 (AMSGrad with decay 1, AdaMax with decay b2).
+
+    Args:
+      decay: in [0, 1], the factor applied to the previous maximum.
+
+    Returns:
+      A :class:`RunningMax` whose state is a :class:`MaxState`.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.running_max()
+      >>> state = tx.init(jnp.zeros(2))
+      >>> for u in ([1.0, 3.0], [2.0, 1.0]):
+      ...     v, state = tx.update(jnp.array(u), state)
+      >>> v
+      Array([2., 3.], dtype=float32)
+    """
     return RunningMax(check_range("running_max", "decay", decay, 0.0, 1.0, high_open=False))
 
 
 def interpolated_momentum(b1: Any = 0.9, b2: Any = 0.99, dtype: Any = None) -> InterpolatedMomentum:
-    """Lion's momentum: output b1·m + (1 − b1)·u, then update m with rate b2."""
+    """Lion's momentum (Chen et al., 2023): output c = b1·m + (1 − b1)·u, then m ← b2·m + (1 − b2)·u.
+
+    Args:
+      b1: weight of the momentum in the output, in [0, 1).
+      b2: decay of the momentum, in [0, 1).
+      dtype: dtype of m (defaults to each parameter's dtype).
+
+    Returns:
+      An :class:`InterpolatedMomentum` whose state is an :class:`EWMAState`.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.interpolated_momentum(b1=0.9, b2=0.99)
+      >>> state = tx.init(jnp.zeros(2))
+      >>> for _ in range(2):
+      ...     c, state = tx.update(jnp.array([1.0, -2.0]), state)
+      ...     print([round(float(x), 4) for x in c])  # 0.1·u, then 0.9·(0.01·u) + 0.1·u
+      [0.1, -0.2]
+      [0.109, -0.218]
+    """
     check_range("interpolated_momentum", "b1", b1, 0.0, 1.0)
     check_range("interpolated_momentum", "b2", b2, 0.0, 1.0)
-    return InterpolatedMomentum(b1, b2, canonical_dtype(dtype))
+    return InterpolatedMomentum(b1, b2, canonical_dtype(dtype, "interpolated_momentum", "dtype"))
 
 
 def scale_by_update_rms(decay: Any = 0.9, eps: Any = 1e-6) -> ScaleByUpdateRMS:
-    """Adadelta's numerator: multiply by sqrt(E[Δθ²] + eps) of past outgoing updates."""
+    """Adadelta's numerator (Zeiler, 2012): multiply by sqrt(E[Δθ²] + eps) of past outgoing updates.
+
+    out = sqrt(E[Δ²] + eps) · u, then E[Δ²] ← decay·E[Δ²] + (1 − decay)·out², from E[Δ²] = 0.
+
+    Args:
+      decay: ρ in [0, 1), the decay of E[Δ²].
+      eps: ε ≥ 0 inside the root.
+
+    Returns:
+      A :class:`ScaleByUpdateRMS` whose state is an :class:`UpdateRMSState`.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_update_rms(decay=0.5, eps=1.0)
+      >>> state = tx.init(jnp.zeros(2))
+      >>> for _ in range(2):
+      ...     out, state = tx.update(jnp.array([4.0, -4.0]), state)
+      ...     print(out)  # √(0 + 1)·u, then √(0.5·4² + 1)·u
+      [ 4. -4.]
+      [ 12. -12.]
+    """
     check_range("scale_by_update_rms", "decay", decay, 0.0, 1.0)
     check_nonnegative("scale_by_update_rms", "eps", eps)
     return ScaleByUpdateRMS(decay, eps)

@@ -8,6 +8,7 @@ momentum transform on that gradient. The equivalent form that needs only the cur
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from gradflow import tree
@@ -35,10 +36,17 @@ class LookaheadGradient(Transform):
     inner: Transform
     momentum: Any
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return LookaheadGradientState(self.inner.init(params), tree.zeros_like(params))
 
-    def update(self, updates, state, params=None, grad_fn=None, **extra):
+    def update(
+        self,
+        updates: Any,
+        state: Any,
+        params: Any = None,
+        grad_fn: Callable[[Any], Any] | None = None,
+        **extra: Any,
+    ) -> tuple[Any, Any]:
         if grad_fn is None or params is None:
             raise ValueError(
                 "the Nesterov look-ahead gradient needs params and grad_fn: call "
@@ -59,7 +67,30 @@ def lookahead_gradient(inner: Transform, momentum: Any) -> LookaheadGradient:
     """Evaluate the gradient at θ + momentum · (previous update) and feed it to ``inner``.
 
     With ``inner = chain(ewma(γ, kind="momentum"), scale_by_learning_rate(η))`` this is the true
-    Nesterov accelerated gradient of the seeds (:func:`gradflow.nag`).
+    Nesterov accelerated gradient of the seeds (Nesterov, 1983; :func:`gradflow.nag`):
+    m ← γ·m + ∇L(θ − η·γ·m), θ ← θ − η·m, the previous update being −η·m.
+
+    Args:
+      inner: the transform that turns the look-ahead gradient into the update (a momentum and a
+        learning rate).
+      momentum: γ in [0, 1), how far ahead along the previous update the gradient is taken.
+
+    Returns:
+      A :class:`LookaheadGradient`; its ``update`` needs ``params`` and ``grad_fn=`` (the incoming
+      updates are not used).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, gradflow as gf
+      >>> loss = lambda p: jnp.sum(p ** 2)
+      >>> inner = gf.chain(gf.ewma(0.5, kind="momentum"), gf.scale_by_learning_rate(0.1))
+      >>> tx = gf.lookahead_gradient(inner, 0.5)
+      >>> params = jnp.array([1.0, 2.0]); state = tx.init(params)
+      >>> for _ in range(2):
+      ...     updates, state = tx.update(None, state, params, grad_fn=jax.grad(loss))
+      ...     params = gf.apply_updates(params, updates)
+      ...     print([round(float(u), 4) for u in updates])  # the second gradient is taken at θ + 0.5·u
+      [-0.2, -0.4]
+      [-0.24, -0.48]
     """
     check_range("lookahead_gradient", "momentum", momentum, 0.0, 1.0)
     return LookaheadGradient(inner, momentum)

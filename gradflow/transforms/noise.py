@@ -30,9 +30,15 @@ class AddNoiseState(NamedTuple):
     Attributes:
       count: int32 number of updates done (saturating), the t of σ_t² = eta / (1 + t)^gamma.
       key: the raw data (``jax.random.key_data``, uint32) of the key the next update splits.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> state = gf.add_noise(eta=0.01, gamma=0.55, key=0).init(jnp.zeros(2))
+      >>> state.count, state.key.dtype, state.key.shape
+      (Array(0, dtype=int32), dtype('uint32'), (2,))
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # mypy: the field shadows tuple.count
     key: jax.Array
 
 
@@ -46,6 +52,12 @@ class AddNoise(Transform):
     more into one key per leaf of the updates (in ``jax.tree.leaves`` order), the order optax uses, so
     that the same key gives optax's noise on float32 updates. Noise is drawn in float32 (float64 for
     float64 updates), added in that precision, and the sum is cast back to the gradient's dtype.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.add_noise(eta=0.01, gamma=0.55, seed=0)
+      >>> isinstance(tx, gf.AddNoise), tx.impl
+      (True, 'threefry2x32')
     """
 
     eta: Any
@@ -53,16 +65,17 @@ class AddNoise(Transform):
     key: Any
     impl: str = static_field(default="threefry2x32")
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return AddNoiseState(jnp.zeros([], jnp.int32), jnp.asarray(self.key))
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         eta, gamma = jnp.asarray(self.eta), jnp.asarray(self.gamma)
         dtype = jnp.promote_types(jnp.result_type(eta, gamma), jnp.result_type(float))
         steps = (state.count + 1).astype(dtype)  # 1 + t, t updates done before this one
         std = jnp.sqrt(eta.astype(dtype) / steps ** gamma.astype(dtype))
 
         next_key, sample_key = jax.random.split(jax.random.wrap_key_data(state.key, impl=self.impl))
+        treedef: Any  # a jaxlib PyTreeDef, which has no type stubs
         leaves, treedef = jax.tree.flatten(updates)
         keys = jax.random.split(sample_key, len(leaves))
 
@@ -95,7 +108,7 @@ def _key_data(key: Any) -> tuple[jax.Array, str]:
     if jnp.ndim(key) == 0:
         typed = jax.random.key(key)
     elif dtype == jnp.uint32 and jnp.ndim(key) == 1:  # a legacy raw key, jax.random.PRNGKey(seed)
-        typed = jax.random.wrap_key_data(key)
+        typed = jax.random.wrap_key_data(jnp.asarray(key))
     else:
         raise ValueError(
             f"add_noise: key must be an integer seed, a jax.random.key or a raw uint32 key, got an array of "

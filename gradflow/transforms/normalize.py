@@ -49,15 +49,22 @@ def scale_tree(updates: Any, factor: jax.Array) -> Any:
 
 @pytree_dataclass
 class NormalizeByUpdateNorm(Transform):
-    """u ← scale_factor · u / (‖u‖ + eps), and u ← 0 where ‖u‖ + eps = 0 (a zero gradient)."""
+    """u ← scale_factor · u / (‖u‖ + eps), and u ← 0 where ‖u‖ + eps = 0 (a zero gradient).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.normalize_by_update_norm(scale_factor=2.0, eps=0.0)
+      >>> tx.update(jnp.array([3.0, 4.0]), tx.init(None))[0]  # 2·g/‖g‖
+      Array([1.2, 1.6], dtype=float32)
+    """
 
     scale_factor: Any = 1.0
     eps: Any = 1e-6
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return EmptyState()
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         denominator = safe_sqrt(squared_norm(updates)) + jnp.asarray(self.eps)
         positive = denominator > 0
         factor = jnp.where(positive, jnp.asarray(self.scale_factor) / jnp.where(positive, denominator, 1), 0)

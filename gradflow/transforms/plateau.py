@@ -35,13 +35,19 @@ class ReduceOnPlateauState(NamedTuple):
       cooldown_count: int32 number of evaluations left during which no reduction happens.
       count: int32 number of values accumulated towards the next evaluation.
       avg_value: the mean of the values accumulated so far.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> state = gf.reduce_on_plateau().init(jnp.zeros(2))
+      >>> float(state.scale), float(state.best_value), int(state.plateau_count)
+      (1.0, inf, 0)
     """
 
     scale: jax.Array
     best_value: jax.Array
     plateau_count: jax.Array
     cooldown_count: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # mypy: the field shadows tuple.count
     avg_value: jax.Array
 
 
@@ -67,6 +73,15 @@ class ReduceOnPlateau(Transform):
       cooldown_count ← cooldown (else scale ← max(scale, min_scale)).
 
     The updates are multiplied by the scale after this step's evaluation.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.reduce_on_plateau(factor=0.5, patience=1)
+      >>> state = tx.init(jnp.zeros(2))
+      >>> for loss in (1.0, 1.0):  # no improvement at the second value
+      ...     updates, state = tx.update(jnp.ones(2), state, value=loss)
+      >>> updates
+      Array([0.5, 0.5], dtype=float32)
     """
 
     factor: Any = 0.1
@@ -77,7 +92,7 @@ class ReduceOnPlateau(Transform):
     accumulation_size: Any = 1
     min_scale: Any = 0.0
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         dtype = _state_dtype(params)
         zero = jnp.zeros([], jnp.int32)
         return ReduceOnPlateauState(
@@ -89,7 +104,7 @@ class ReduceOnPlateau(Transform):
             avg_value=jnp.zeros([], dtype),
         )
 
-    def update(self, updates, state, params=None, value=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, value: Any = None, **extra: Any) -> tuple[Any, Any]:
         if value is None:
             raise ValueError(
                 "reduce_on_plateau: update needs the monitored metric as the value= extra argument, "

@@ -50,6 +50,13 @@ class ScaleByPolyak(Transform):
     """u ← min((value − f_min)/(‖u‖² + eps), max_learning_rate) · u, and u ← 0 where ‖u‖² + eps = 0.
 
     ``variant="sps+"`` uses max(value − f_min, 0). Needs the extra argument ``value``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_polyak()
+      >>> g = jnp.array([3.0, 4.0])  # ‖g‖² = 25
+      >>> tx.update(g, tx.init(g), value=5.0)[0]  # min(5/25, 1)·g
+      Array([0.6, 0.8], dtype=float32)
     """
 
     f_min: Any = 0.0
@@ -57,10 +64,10 @@ class ScaleByPolyak(Transform):
     eps: Any = 0.0
     variant: Literal["sps", "sps+"] = static_field(default="sps")
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return EmptyState()
 
-    def update(self, updates, state, params=None, value=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, value: Any = None, **extra: Any) -> tuple[Any, Any]:
         squared = squared_norm(updates)
         gap = _gap("scale_by_polyak", value, self.f_min, self.variant, squared.dtype)
         denominator = squared.astype(gap.dtype) + jnp.asarray(self.eps).astype(gap.dtype)
@@ -75,15 +82,22 @@ class ScaleByClippedPolyak(Transform):
     """u ← (value − f_min) · min(1/‖u‖, max_inverse_norm) · u/‖u‖, and u ← 0 where u = 0 (seed 004).
 
     Needs the extra argument ``value``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_clipped_polyak()
+      >>> g = jnp.array([3.0, 4.0])  # ‖g‖ = 5
+      >>> tx.update(g, tx.init(g), value=10.0)[0]  # 10·(1/5)·g/5
+      Array([1.2, 1.6], dtype=float32)
     """
 
     f_min: Any = 0.0
     max_inverse_norm: Any = 1000.0
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return EmptyState()
 
-    def update(self, updates, state, params=None, value=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, value: Any = None, **extra: Any) -> tuple[Any, Any]:
         squared = squared_norm(updates)
         gap = _gap("scale_by_clipped_polyak", value, self.f_min, "sps", squared.dtype)
         norm = safe_sqrt(squared.astype(gap.dtype))
@@ -103,7 +117,7 @@ def scale_by_polyak(
     f_min: Any = 0.0,
     max_learning_rate: Any = 1.0,
     eps: Any = 0.0,
-    variant: str = "sps",
+    variant: Literal["sps", "sps+"] = "sps",
 ) -> ScaleByPolyak:
     """Scale the updates by the stochastic Polyak step size (Loizou et al., 2021; seed 004).
 

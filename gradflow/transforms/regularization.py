@@ -46,6 +46,7 @@ class FrozenMask:
     def resolve(self, params: Any) -> list[Any]:
         """The mask's leaves aligned with the leaves of ``params`` (Python bools, or boolean arrays)."""
         mask = self.fn(params) if self.fn is not None else self.treedef.unflatten(self.leaves)
+        structure: Any  # a jaxlib PyTreeDef, which has no type stubs
         structure = jax.tree.structure(params, is_leaf=lambda x: x is None)
         try:
             leaves = structure.flatten_up_to(mask)
@@ -66,14 +67,15 @@ class AddDecayedWeights(Transform):
     weight_decay: Any
     mask: FrozenMask | None = static_field(default=None)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return EmptyState()
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         if params is None:
             raise ValueError("add_decayed_weights needs the parameters: call update(updates, state, params)")
         decayed = tree.map(lambda u, p: u + self.weight_decay * p, updates, params, names=("updates", "params"))
         if self.mask is not None:
+            structure: Any  # a jaxlib PyTreeDef, which has no type stubs
             structure = jax.tree.structure(updates, is_leaf=lambda x: x is None)
             decisions = self.mask.resolve(params)
             leaves = [
@@ -85,7 +87,15 @@ class AddDecayedWeights(Transform):
 
 
 class ClipState(NamedTuple):
-    """How many updates had a non-finite global norm (and were replaced by zeros)."""
+    """How many updates had a non-finite global norm (and were replaced by zeros).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.clip_by_global_norm(1.0)
+      >>> updates, state = tx.update(jnp.array([jnp.inf, 1.0]), tx.init(None))
+      >>> updates, state.nonfinite_count  # a non-finite norm: zeros, and the count goes up
+      (Array([0., 0.], dtype=float32), Array(1, dtype=int32))
+    """
 
     nonfinite_count: jax.Array
 
@@ -103,10 +113,10 @@ class ClipByGlobalNorm(Transform):
 
     max_norm: Any
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return ClipState(jnp.zeros([], jnp.int32))
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         norm = tree.global_norm(updates)
         norm = jax.lax.cond(jnp.isposinf(norm), lambda: _rescaled_global_norm(updates, norm.dtype), lambda: norm)
         finite = jnp.isfinite(norm)

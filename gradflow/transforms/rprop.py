@@ -22,6 +22,12 @@ class RpropState(NamedTuple):
       step_sizes: the current step size Δ of every coordinate.
       prev_updates: the previous output d = Δ·sign(g) (0 after a sign change), whose sign stands for
         the previous gradient's.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> state = gf.scale_by_rprop(0.1).init(jnp.zeros(2))
+      >>> state.step_sizes, state.prev_updates
+      (Array([0.1, 0.1], dtype=float32), Array([0., 0.], dtype=float32))
     """
 
     step_sizes: Any
@@ -37,6 +43,12 @@ class ScaleByRprop(Transform):
     Δ ← clip(eta_minus·Δ, min_step_size, max_step_size) if s < 0, Δ unchanged if s = 0;
     d = 0 if s < 0 else Δ·sign(g); output d (``weight_backtracking``: output −d_prev where s < 0).
     Δ starts at ``learning_rate`` and d_prev at 0.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_rprop(0.1, weight_backtracking=True)
+      >>> isinstance(tx, gf.ScaleByRprop), tx.weight_backtracking
+      (True, True)
     """
 
     learning_rate: Any
@@ -46,10 +58,10 @@ class ScaleByRprop(Transform):
     max_step_size: Any = 50.0
     weight_backtracking: bool = static_field(default=False)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return RpropState(tree.full_like(params, self.learning_rate), tree.zeros_like(params))
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         eta_minus, eta_plus = jnp.asarray(self.eta_minus), jnp.asarray(self.eta_plus)
         low, high = jnp.asarray(self.min_step_size), jnp.asarray(self.max_step_size)
 
@@ -70,6 +82,7 @@ class ScaleByRprop(Transform):
             state.prev_updates,
             names=("updates", "state.step_sizes", "state.prev_updates"),
         )
+        structure: Any  # a jaxlib PyTreeDef, which has no type stubs
         structure = jax.tree.structure(updates, is_leaf=lambda x: x is None)
         parts = [
             (None, s, d) if r is None else r

@@ -14,6 +14,7 @@ from gradflow.transforms.combine import difference, interpolate, ratio
 from gradflow.transforms.elementwise import absolute, root, shift, sign, square
 from gradflow.transforms.moments import (
     accumulate,
+    canonical_dtype,
     ewma,
     interpolated_momentum,
     running_max,
@@ -44,6 +45,11 @@ def _check_eps(owner: str, **values: Any) -> None:
         check_nonnegative(owner, name, value)
 
 
+def _check_dtypes(owner: str, **dtypes: Any) -> None:
+    for name, dtype in dtypes.items():
+        canonical_dtype(dtype, owner, name)
+
+
 def _root(eps: Any, eps_in_sqrt: bool) -> Transform:
     return root(eps_root=eps) if eps_in_sqrt else root(eps=eps)
 
@@ -53,6 +59,23 @@ def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7) -> Trans
 
     The seeds' textbook form (seed 000 §5.1.4, seed 002 eq. 9) starts from s = 0 with ε = 1e-10;
     the defaults here are optax's (s₀ = 0.1, ε = 1e-7).
+
+    Args:
+      initial_accumulator_value: s₀ ≥ 0, the starting value of s.
+      eps: ε ≥ 0 inside the root.
+
+    Returns:
+      ``ratio(identity(), chain(square(), accumulate(initial_accumulator_value), root(eps_root=eps)))``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_rss(initial_accumulator_value=0.0, eps=0.0)
+      >>> g = jnp.array([3.0, -4.0]); state = tx.init(g)
+      >>> for _ in range(2):
+      ...     u, state = tx.update(g, state)
+      ...     print([round(float(x), 4) for x in u])  # g/√(g²), then g/√(2g²)
+      [1.0, -1.0]
+      [0.7071, -0.7071]
     """
     _check_eps("scale_by_rss", initial_accumulator_value=initial_accumulator_value, eps=eps)
     return ratio(identity(), chain(square(), accumulate(initial_accumulator_value), root(eps_root=eps)))
@@ -68,6 +91,23 @@ def scale_by_rms(
     """RMSprop's scaling (Hinton, 2012; seed 000 §5.1.5): s ← γs + (1−γ)g², u ← g / √(s + eps).
 
     ``eps_in_sqrt=False`` gives g / (√s + eps); ``bias_correction=True`` divides s by 1 − γ^t.
+
+    Args:
+      decay: γ in [0, 1), the decay of s.
+      eps: ε ≥ 0 added to s inside the root (outside it with ``eps_in_sqrt=False``).
+      initial_scale: s₀ ≥ 0, the starting value of s.
+      eps_in_sqrt: put ``eps`` inside the root (optax's default) or outside it.
+      bias_correction: divide s by 1 − γ^t (t counts the updates from 1).
+
+    Returns:
+      ``ratio(identity(), chain(square(), ewma(decay, initial=initial_scale), root(...)))``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_rms(decay=0.75, eps=0.0)
+      >>> g = jnp.array([2.0, -2.0])
+      >>> tx.update(g, tx.init(g))[0]  # s = 0.25·4 = 1, so u = g
+      Array([ 2., -2.], dtype=float32)
     """
     _check_unit("scale_by_rms", decay=decay)
     _check_eps("scale_by_rms", eps=eps, initial_scale=initial_scale)
@@ -82,7 +122,29 @@ def scale_by_stddev(
     eps_in_sqrt: bool = True,
     bias_correction: bool = False,
 ) -> Transform:
-    """Centered RMSprop (Graves, 2013): u ← g / √(E[g²] − E[g]² + eps), both averages with rate γ."""
+    """Centered RMSprop (Graves, 2013): u ← g / √(E[g²] − E[g]² + eps), both averages with rate γ.
+
+    E[g²] ← γ·E[g²] + (1 − γ)·g² from ``initial_scale`` and E[g] ← γ·E[g] + (1 − γ)·g from 0, with
+    γ = ``decay``. ``eps_in_sqrt=False`` gives g / (√(E[g²] − E[g]²) + eps); ``bias_correction=True``
+    divides both averages by 1 − γ^t.
+
+    Args:
+      decay: γ in [0, 1), the decay of both averages.
+      eps: ε ≥ 0 added inside the root (outside it with ``eps_in_sqrt=False``).
+      initial_scale: the starting value of E[g²], ≥ 0.
+      eps_in_sqrt: put ``eps`` inside the root (optax's default) or outside it.
+      bias_correction: divide both averages by 1 − γ^t (t counts the updates from 1).
+
+    Returns:
+      ``ratio(identity(), chain(difference(E[g²] branch, E[g]² branch), root(...)))``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_stddev(decay=0.5, eps=0.0)
+      >>> g = jnp.array([2.0, -2.0])
+      >>> tx.update(g, tx.init(g))[0]  # E[g²] − E[g]² = 0.5·4 − 1² = 1, so u = g
+      Array([ 2., -2.], dtype=float32)
+    """
     _check_unit("scale_by_stddev", decay=decay)
     _check_eps("scale_by_stddev", eps=eps, initial_scale=initial_scale)
     debias = [_bias_correction(decay)] if bias_correction else []
@@ -96,7 +158,23 @@ def scale_by_stddev(
 def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> Transform:
     """Adadelta's scaling (Zeiler, 2012; seed 002 eqs. 12–15):
 
-    s ← ρs + (1−ρ)g²;  g' = √(Δ + ε) / √(s + ε) · g;  Δ ← ρΔ + (1−ρ)g'².
+    s ← ρs + (1−ρ)g²;  g' = √(Δ + ε) / √(s + ε) · g;  Δ ← ρΔ + (1−ρ)g'²,
+
+    with ρ = ``rho``, ε = ``eps`` and s, Δ from 0.
+
+    Args:
+      rho: ρ in [0, 1), the decay of both averages.
+      eps: ε ≥ 0 inside both roots.
+
+    Returns:
+      ``chain(scale_by_rms(rho, eps), scale_by_update_rms(rho, eps))``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_adadelta(rho=0.5, eps=1.0)
+      >>> g = jnp.array([4.0, -4.0])
+      >>> [round(float(x), 4) for x in tx.update(g, tx.init(g))[0]]  # √(0 + 1)/√(0.5·16 + 1)·g
+      [1.3333, -1.3333]
     """
     _check_unit("scale_by_adadelta", rho=rho)
     _check_eps("scale_by_adadelta", eps=eps)
@@ -124,9 +202,29 @@ def scale_by_adam(
 
     m ← b1·m + (1−b1)g, v ← b2·v + (1−b2)g², m̂ = m/(1−b1^t), v̂ = v/(1−b2^t). The seeds write
     √(v̂ + ε) (ε inside the root): ``eps=0, eps_root=ε``. ``nesterov=True`` is NAdam.
+
+    Args:
+      b1: decay of the first moment, in [0, 1).
+      b2: decay of the second moment, in [0, 1).
+      eps: ε ≥ 0 added to the denominator outside the root.
+      eps_root: ε ≥ 0 added inside the root.
+      mu_dtype: dtype of m (defaults to each parameter's dtype).
+      nu_dtype: keyword-only; dtype of v (defaults to each parameter's dtype).
+      nesterov: keyword-only; use NAdam's look-ahead m̂ (Dozat, 2016).
+
+    Returns:
+      ``ratio(m̂ branch, chain(square(), ewma(b2), bias_correction(b2), root(eps, eps_root)))``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_adam()
+      >>> g = jnp.array([0.5, -2.0])
+      >>> [round(float(x), 4) for x in tx.update(g, tx.init(g))[0]]  # the first direction is sign(g)
+      [1.0, -1.0]
     """
     _check_unit("scale_by_adam", b1=b1, b2=b2)
     _check_eps("scale_by_adam", eps=eps, eps_root=eps_root)
+    _check_dtypes("scale_by_adam", mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     return ratio(
         _first_moment(b1, mu_dtype, nesterov),
         chain(square(), ewma(b2, dtype=nu_dtype), _bias_correction(b2), root(eps=eps, eps_root=eps_root)),
@@ -146,12 +244,38 @@ def scale_by_amsgrad(
 ) -> Transform:
     """AMSGrad (Reddi et al., 2018): Adam with v̂ replaced by its running maximum.
 
+    m ← b1·m + (1−b1)g, v ← b2·v + (1−b2)g², v_max ← max(v_max, v̂), u = m̂ / (√(v_max + eps_root) + eps).
+
     With ``bias_correction_nu=True`` (optax) the maximum is over bias-corrected v̂_t; with False it is
     over the raw v_t as in the paper and seed 003 (set ``bias_correction_mu=False`` too for the paper's
     uncorrected m).
+
+    Args:
+      b1: decay of the first moment, in [0, 1).
+      b2: decay of the second moment, in [0, 1).
+      eps: ε ≥ 0 added to the denominator outside the root.
+      eps_root: ε ≥ 0 added inside the root.
+      mu_dtype: dtype of m (defaults to each parameter's dtype).
+      bias_correction_mu: divide m by 1 − b1^t.
+      bias_correction_nu: divide v by 1 − b2^t before the maximum.
+      nu_dtype: keyword-only; dtype of v (defaults to each parameter's dtype).
+
+    Returns:
+      ``ratio(m̂ branch, chain(square(), ewma(b2), bias_correction(b2), running_max(), root(eps, eps_root)))``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_amsgrad(b1=0.0, b2=0.5, eps=0.0)
+      >>> state = tx.init(jnp.zeros(2))
+      >>> for g in ([1.0, 1.0], [0.5, 2.0]):
+      ...     u, state = tx.update(jnp.array(g), state)
+      ...     print([round(float(x), 4) for x in u])  # the first v̂ falls from 1 to 0.5; the maximum keeps 1
+      [1.0, 1.0]
+      [0.5, 1.1547]
     """
     _check_unit("scale_by_amsgrad", b1=b1, b2=b2)
     _check_eps("scale_by_amsgrad", eps=eps, eps_root=eps_root)
+    _check_dtypes("scale_by_amsgrad", mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     mu_debias = [_bias_correction(b1)] if bias_correction_mu else []
     nu_debias = [_bias_correction(b2)] if bias_correction_nu else []
     return ratio(
@@ -161,12 +285,51 @@ def scale_by_amsgrad(
 
 
 def scale_by_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> Transform:
-    """AdaMax (Kingma & Ba, 2015, §7.1): m̂ / u with u ← max(b2·u, |g| + eps)."""
+    """AdaMax (Kingma & Ba, 2015, §7.1): m̂ / u with u ← max(b2·u, |g| + eps).
+
+    m ← b1·m + (1 − b1)·g from 0, m̂ = m/(1 − b1^t); u, the exponentially weighted infinity norm, from 0.
+
+    Args:
+      b1: decay of the first moment, in [0, 1).
+      b2: decay of the infinity norm u, in [0, 1).
+      eps: ε ≥ 0 added to |g|.
+
+    Returns:
+      ``ratio(chain(ewma(b1), bias_correction(b1)), chain(absolute(), shift(eps), running_max(b2)))``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_adamax(b2=0.5, eps=0.0)
+      >>> state = tx.init(jnp.zeros(2))
+      >>> for g in ([2.0, -2.0], [0.5, -2.0]):
+      ...     u, state = tx.update(jnp.array(g), state)
+      ...     print([round(float(x), 4) for x in u])  # u₂ = max(0.5·2, 0.5) = 1 for the first coordinate
+      [1.0, -1.0]
+      [1.2105, -1.0]
+    """
     _check_unit("scale_by_adamax", b1=b1, b2=b2)
     _check_eps("scale_by_adamax", eps=eps)
     return ratio(chain(ewma(b1), _bias_correction(b1)), chain(absolute(), shift(eps), running_max(b2)))
 
 
 def scale_by_lion(b1: Any = 0.9, b2: Any = 0.99, mu_dtype: Any = None) -> Transform:
-    """Lion's direction (Chen et al., 2023): sign(b1·m + (1−b1)·g), then m ← b2·m + (1−b2)·g."""
+    """Lion's direction (Chen et al., 2023): sign(b1·m + (1−b1)·g), then m ← b2·m + (1−b2)·g.
+
+    Args:
+      b1: weight of the momentum in the direction, in [0, 1).
+      b2: decay of the momentum m (from 0), in [0, 1).
+      mu_dtype: dtype of m (defaults to each parameter's dtype).
+
+    Returns:
+      ``chain(interpolated_momentum(b1, b2, mu_dtype), sign())``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_lion()
+      >>> g = jnp.array([0.5, -2.0])
+      >>> u, state = tx.update(g, tx.init(g))
+      >>> u, [round(float(m), 4) for m in state[0].mean]  # sign(0.1·g); the momentum is now 0.01·g
+      (Array([ 1., -1.], dtype=float32), [0.005, -0.02])
+    """
+    _check_dtypes("scale_by_lion", mu_dtype=mu_dtype)
     return chain(interpolated_momentum(b1, b2, mu_dtype), sign())

@@ -50,6 +50,13 @@ class ScheduleFreeState(NamedTuple):
       max_lr: the largest learning rate seen so far.
       base_optimizer_state: the base optimizer's state.
       z: the base optimizer's iterate, shaped like the parameters (dtype ``state_dtype``).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.schedule_free(gf.sgd(0.5), learning_rate=0.5)
+      >>> state = tx.init(jnp.array([2.0, -1.0]))
+      >>> state.z, state.weight_sum  # z starts at the parameters
+      (Array([ 2., -1.], dtype=float32), Array(0., dtype=float32))
     """
 
     b1: jax.Array
@@ -61,12 +68,19 @@ class ScheduleFreeState(NamedTuple):
 
 @pytree_dataclass
 class ShiftedSchedule(Schedule):
-    """``schedule(count + offset)``: the value of ``schedule`` ``offset`` steps ahead."""
+    """``schedule(count + offset)``: the value of ``schedule`` ``offset`` steps ahead.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> schedule = gf.ShiftedSchedule(gf.linear_schedule(0.0, 1.0, transition_steps=10))
+      >>> round(float(schedule(jnp.array(0))), 4)  # the linear schedule's value at count 1
+      0.1
+    """
 
     schedule: Any
     offset: int = static_field(default=1)
 
-    def __call__(self, count):
+    def __call__(self, count: jax.Array) -> jax.Array:
         count = jnp.asarray(count)
         top = jnp.iinfo(count.dtype).max
         return jnp.asarray(self.schedule(jnp.where(count <= top - self.offset, count + self.offset, top)))
@@ -86,6 +100,12 @@ class ScheduleFree(Transform):
 
     ``learning_rate`` (a number or a schedule) only sets the averaging weights w_t = max_{i≤t}(γ_i)^p,
     p = ``weight_lr_power``; the step on z is the base optimizer's. Needs ``params`` (the current y).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.schedule_free(gf.sgd(0.5), learning_rate=0.5)
+      >>> isinstance(tx, gf.ScheduleFree), tx.b1, tx.weight_lr_power
+      (True, 0.9, 2.0)
     """
 
     base_optimizer: Transform
@@ -94,7 +114,7 @@ class ScheduleFree(Transform):
     weight_lr_power: Any = 2.0
     state_dtype: Any = static_field(default=None)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         tree.check_float_leaves(params)
         dtype = _scalar_dtype(params)
         z = jax.tree.map(lambda p: jnp.array(p, dtype=self.state_dtype or jnp.result_type(p), copy=True), params)
@@ -106,7 +126,7 @@ class ScheduleFree(Transform):
             z=z,
         )
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         if params is None:
             raise ValueError("schedule_free needs the parameters (the current y): call update(grads, state, params)")
         dtype = state.weight_sum.dtype
@@ -184,9 +204,7 @@ def schedule_free(
         learning_rate = ShiftedSchedule(inner, 1)
     check_range(owner, "b1", b1, 0.0, 1.0, low_open=True, high_open=False)
     check_nonnegative(owner, "weight_lr_power", weight_lr_power)
-    state_dtype = canonical_dtype(state_dtype)
-    if state_dtype is not None and not jnp.issubdtype(state_dtype, jnp.inexact):
-        raise ValueError(f"{owner}: state_dtype must be a floating-point dtype, got {state_dtype}")
+    state_dtype = canonical_dtype(state_dtype, owner, "state_dtype")  # ValueError if not floating point
     return ScheduleFree(base_optimizer, learning_rate, b1, weight_lr_power, state_dtype)
 
 

@@ -96,6 +96,13 @@ class ScaleByTrustRatio(Transform):
 
     r = trust_coefficient · max(‖θ‖, min_norm) / (max(‖u‖, min_norm) + eps), and r = 1 where either
     norm is 0 (a zero-initialised layer, or a zero update). Norms are per leaf (the whole layer).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.scale_by_trust_ratio(trust_coefficient=0.1)
+      >>> params = jnp.array([3.0, 4.0])  # ‖θ‖ = 5
+      >>> tx.update(jnp.array([1.0, 0.0]), tx.init(params), params)[0]  # ‖u‖ = 1: u·0.1·5/1
+      Array([0.5, 0. ], dtype=float32)
     """
 
     min_norm: Any = 0.0
@@ -103,7 +110,7 @@ class ScaleByTrustRatio(Transform):
     eps: Any = 0.0
     mask: FrozenMask | None = static_field(default=None)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return EmptyState()
 
     def _scale(self, u: Any, p: Any) -> jax.Array:
@@ -116,13 +123,13 @@ class ScaleByTrustRatio(Transform):
         ratio = jnp.where(zero, 1, trust_coefficient * param_norm / jnp.where(zero, 1, update_norm + eps))
         return (u * ratio.astype(compute_dtype(u))).astype(u.dtype)
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         if params is None:
             raise ValueError("scale_by_trust_ratio needs the parameters: call update(updates, state, params)")
         if self.mask is None:
             return tree.map(self._scale, updates, params, names=("updates", "params")), state
         tree.map(lambda u, p: None, updates, params, names=("updates", "params"))  # same structure and shapes
-        structure = jax.tree.structure(updates, is_leaf=_is_none)
+        structure: Any = jax.tree.structure(updates, is_leaf=_is_none)  # a jaxlib PyTreeDef, which has no type stubs
         leaves = []
         for u, p, m in zip(
             structure.flatten_up_to(updates), structure.flatten_up_to(params), self.mask.resolve(params)

@@ -96,6 +96,7 @@ class LeafSpec:
         self, owner: str, name: str, like: Any, normalize: Callable[[str, str, Any], Any]
     ) -> tuple[list[Any], list[str]]:
         """One value per leaf of ``like`` (a prefix leaf is broadcast over its subtree), and the leaf paths."""
+        treedef: Any  # a jaxlib PyTreeDef, which has no type stubs
         if self.fn is not None:
             spec = self.fn(like)
             flat = jax.tree_util.tree_flatten_with_path(spec, is_leaf=is_none)[0]

@@ -23,6 +23,14 @@ class MultiStepsState(NamedTuple):
       gradient_step: int32 number of inner steps taken (saturating).
       inner_opt_state: the inner optimizer's state; it changes only on an inner step.
       acc_grads: the mean (or sum) of the gradients of the current micro-steps.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.multi_steps(gf.sgd(0.1), every_k_schedule=2)
+      >>> params = jnp.zeros(2); state = tx.init(params)
+      >>> _, state = tx.update(jnp.array([1.0, 3.0]), state, params)
+      >>> state.mini_step, state.acc_grads  # one micro-step accumulated, no inner step yet
+      (Array(1, dtype=int32), Array([1., 3.], dtype=float32))
     """
 
     mini_step: jax.Array
@@ -42,6 +50,16 @@ class MultiSteps(Transform):
     At micro-step i = 1 … k of each group (k = ``every_k_schedule``):
     a ← a + (g − a)/i (``reduction="mean"``) or a ← a + g (``"sum"``); then at i = k: u ← inner(a),
     a ← 0; at i < k: u ← 0. The inner update runs only at i = k, inside ``jax.lax.cond``.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.multi_steps(gf.sgd(0.1), every_k_schedule=2)
+      >>> params = jnp.zeros(2); state = tx.init(params)
+      >>> for g in (1.0, 3.0):
+      ...     updates, state = tx.update(jnp.full(2, g), state, params)
+      ...     print(bool(tx.has_updated(state)), updates)
+      False [0. 0.]
+      True [-0.2 -0.2]
     """
 
     inner: Transform
@@ -49,7 +67,7 @@ class MultiSteps(Transform):
     reduction: Literal["mean", "sum"] = static_field(default="mean")
     accumulator_dtype: Any = static_field(default=None)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         tree.check_float_leaves(params)
         acc = jax.tree.map(
             lambda p: None if p is None else jnp.zeros(jnp.shape(p), _accumulator_dtype(p, self.accumulator_dtype)),
@@ -59,7 +77,7 @@ class MultiSteps(Transform):
         zero = jnp.zeros([], jnp.int32)
         return MultiStepsState(zero, zero, self.inner.init(params), acc)
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         count = state.mini_step + 1  # this micro-step's index in its group, 1 … k
         if self.reduction == "mean":
             rule = lambda g, a: a + (g.astype(a.dtype) - a) / count.astype(a.dtype)
@@ -138,4 +156,5 @@ def multi_steps(
     k = check_positive_int("multi_steps", "every_k_schedule", every_k_schedule)
     if reduction not in ("mean", "sum"):
         raise ValueError(f"multi_steps: reduction must be 'mean' or 'sum', got {reduction!r}")
-    return MultiSteps(as_transform("multi_steps", inner), k, reduction, canonical_dtype(accumulator_dtype))
+    accumulator_dtype = canonical_dtype(accumulator_dtype, "multi_steps", "accumulator_dtype")
+    return MultiSteps(as_transform("multi_steps", inner), k, reduction, accumulator_dtype)

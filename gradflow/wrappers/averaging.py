@@ -22,9 +22,15 @@ class AverageParamsState(NamedTuple):
     Attributes:
       count: int32 number of updates seen (saturating).
       average: the averaged parameters (read them with :func:`averaged_params`).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> state = gf.average_params(0.9).init(jnp.array([1.0, 2.0]))
+      >>> state.count, state.average  # the average starts at θ₀
+      (Array(0, dtype=int32), Array([1., 2.], dtype=float32))
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # mypy: the field shadows tuple.count
     average: Any
 
 
@@ -35,13 +41,21 @@ class AverageParams(Transform):
     With θ_t = params + updates (the parameters after this step) and avg₀ = θ₀:
     avg ← avg + w_t·(θ_t − avg), where w_t = 1/t (``decay=None``: the uniform average of θ₁ … θ_t),
     w_t = 1 − decay (EMA), or w_t = (1 − decay)/(1 − decay^t) (debiased EMA).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.average_params(0.5)  # an EMA of the parameters
+      >>> params = jnp.zeros(2)
+      >>> updates, state = tx.update(jnp.ones(2), tx.init(params), params)
+      >>> updates, state.average  # the updates pass unchanged; avg = 0 + 0.5·(1 − 0)
+      (Array([1., 1.], dtype=float32), Array([0.5, 0.5], dtype=float32))
     """
 
     decay: Any = None
     debias: bool = static_field(default=False)
     accumulator_dtype: Any = static_field(default=None)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         tree.check_float_leaves(params)
         average = jax.tree.map(
             lambda p: None if p is None else jnp.asarray(p).astype(self._dtype(p)), params, is_leaf=is_none
@@ -61,7 +75,7 @@ class AverageParams(Transform):
             return (1 - decay) / (1 - decay**count)
         return 1 - decay
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         if params is None:
             raise ValueError(
                 "average_params needs the parameters: call update(updates, state, params), with "
@@ -116,7 +130,7 @@ def average_params(decay: Any = None, *, debias: bool = False, accumulator_dtype
     """
     if decay is not None:
         check_range("average_params", "decay", decay, 0.0, 1.0)
-    return AverageParams(decay, bool(debias), canonical_dtype(accumulator_dtype))
+    return AverageParams(decay, bool(debias), canonical_dtype(accumulator_dtype, "average_params", "accumulator_dtype"))
 
 
 def averaged_params(state: Any) -> Any:
@@ -130,5 +144,13 @@ def averaged_params(state: Any) -> Any:
 
     Raises:
       ValueError: if the state holds no ``average_params`` state, or several.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.chain(gf.sgd(1.0), gf.average_params(0.5))
+      >>> params = jnp.zeros(2); state = tx.init(params)
+      >>> updates, state = tx.update(jnp.full(2, -2.0), state, params)  # θ₁ = 2
+      >>> gf.averaged_params(state)  # 0.5·0 + 0.5·2
+      Array([1., 1.], dtype=float32)
     """
     return find_one_state("averaged_params", state, AverageParamsState, "average_params").average

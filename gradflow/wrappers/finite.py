@@ -30,6 +30,12 @@ class ApplyIfFiniteState(NamedTuple):
       last_finite: bool, whether the latest step was finite (and applied).
       total_notfinite: int32 number of skipped steps since init (never reset).
       inner_state: the inner transform's state, as of the latest finite step.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> state = gf.apply_if_finite(gf.sgd(0.1)).init(jnp.zeros(2))
+      >>> int(state.notfinite_count), bool(state.last_finite), state.inner_state
+      (0, True, (EmptyState(), EmptyState()))
     """
 
     notfinite_count: jax.Array
@@ -39,7 +45,13 @@ class ApplyIfFiniteState(NamedTuple):
 
 
 class ZeroNansState(NamedTuple):
-    """``found_nan``: one boolean per leaf, whether the latest updates had a NaN in that leaf."""
+    """``found_nan``: one boolean per leaf, whether the latest updates had a NaN in that leaf.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> gf.zero_nans().init({"a": jnp.zeros(2)})
+      ZeroNansState(found_nan={'a': Array(False, dtype=bool)})
+    """
 
     found_nan: Any
 
@@ -60,15 +72,21 @@ class ApplyIfFinite(Transform):
 
     finite = all(isfinite(g)) ∧ all(isfinite(inner(g))); u ← inner(g) and the inner state advances if
     finite, else u ← 0 and the inner state stays as it was.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.apply_if_finite(gf.sgd(0.1))
+      >>> isinstance(tx, gf.ApplyIfFinite), isinstance(tx.inner, gf.Chain)
+      (True, True)
     """
 
     inner: Transform
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         zero = jnp.zeros([], jnp.int32)
         return ApplyIfFiniteState(zero, jnp.array(True), zero, self.inner.init(params))
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         old = state.inner_state
 
         def attempt(_):
@@ -91,12 +109,20 @@ class ApplyIfFinite(Transform):
 
 @pytree_dataclass
 class ZeroNans(Transform):
-    """Replace NaNs by zero: u ← 0 where isnan(u), else u; record per leaf whether a NaN was found."""
+    """Replace NaNs by zero: u ← 0 where isnan(u), else u; record per leaf whether a NaN was found.
 
-    def init(self, params):
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.zero_nans()
+      >>> g = jnp.array([jnp.nan, 1.0])
+      >>> tx.update(g, tx.init(g))[0]
+      Array([0., 1.], dtype=float32)
+    """
+
+    def init(self, params: Any) -> Any:
         return ZeroNansState(jax.tree.map(lambda p: None if p is None else jnp.array(False), params, is_leaf=is_none))
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         found = tree.map(lambda u: jnp.any(jnp.isnan(u)), updates)
         out = tree.map(lambda u: jnp.where(jnp.isnan(u), jnp.zeros_like(u), u), updates)
         return out, ZeroNansState(found)

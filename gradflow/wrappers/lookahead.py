@@ -22,6 +22,12 @@ class LookaheadState(NamedTuple):
       fast_state: the fast optimizer's state.
       steps_since_sync: int32 number of fast steps since the latest synchronization (0 … sync_period−1).
       slow: the slow weights, shaped and typed like the parameters (read them with :func:`slow_params`).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> state = gf.lookahead(gf.sgd(1.0), sync_period=2).init(jnp.array([1.0, 2.0]))
+      >>> state.steps_since_sync, state.slow  # the slow weights start at θ₀
+      (Array(0, dtype=int32), Array([1., 2.], dtype=float32))
     """
 
     fast_state: Any
@@ -37,6 +43,12 @@ class Lookahead(Transform):
     The parameters θ are the fast weights; the slow weights φ live in the state (φ₀ = θ₀). Each step:
     θ ← θ + fast_optimizer(g); after every ``sync_period``-th step: φ ← φ + slow_step_size·(θ − φ),
     θ ← φ (the returned update is then φ_new − θ_old).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.lookahead(gf.sgd(0.1))
+      >>> isinstance(tx, gf.Lookahead), tx.sync_period, tx.slow_step_size
+      (True, 6, 0.5)
     """
 
     fast_optimizer: Transform
@@ -44,12 +56,12 @@ class Lookahead(Transform):
     sync_period: int = static_field(default=6)
     reset_state: bool = static_field(default=False)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         tree.check_float_leaves(params)
         slow = jax.tree.map(lambda p: None if p is None else jnp.asarray(p), params, is_leaf=is_none)
         return LookaheadState(self.fast_optimizer.init(params), jnp.zeros([], jnp.int32), slow)
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         if params is None:
             raise ValueError("lookahead needs the parameters (the fast weights): call update(updates, state, params)")
         fast_updates, fast_state = self.fast_optimizer.update(updates, state.fast_state, params, **extra)
@@ -132,5 +144,13 @@ def slow_params(state: Any) -> Any:
 
     Raises:
       ValueError: if the state holds no lookahead state, or several.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.lookahead(gf.sgd(1.0), sync_period=2)
+      >>> params = jnp.zeros(2); state = tx.init(params)
+      >>> updates, state = tx.update(-jnp.ones(2), state, params)  # one fast step: no synchronization yet
+      >>> gf.apply_updates(params, updates), gf.slow_params(state)
+      (Array([1., 1.], dtype=float32), Array([0., 0.], dtype=float32))
     """
     return find_one_state("slow_params", state, LookaheadState, "lookahead").slow

@@ -42,13 +42,29 @@ __all__ = [
 
 
 class PartitionState(NamedTuple):
-    """The state of each group's transform, by label."""
+    """The state of each group's transform, by label.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.partition({"a": gf.sgd(0.1, momentum=0.9), "b": gf.set_to_zero()}, {"w": "a", "b": "b"})
+      >>> state = tx.init({"w": jnp.zeros(2), "b": jnp.zeros(1)})
+      >>> sorted(state.inner_states), state.inner_states["a"][0].mean  # group a's momentum: w only
+      (['a', 'b'], {'b': None, 'w': Array([0., 0.], dtype=float32)})
+    """
 
     inner_states: dict[Any, Any]
 
 
 class MaskedState(NamedTuple):
-    """The inner transform's state (kept only for the leaves where the mask is true)."""
+    """The inner transform's state (kept only for the leaves where the mask is true).
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.masked(gf.sgd(0.1, momentum=0.9), {"w": True, "b": False})
+      >>> state = tx.init({"w": jnp.zeros(2), "b": jnp.zeros(1)})
+      >>> state.inner_state[0].mean  # the momentum is kept for w only
+      {'b': None, 'w': Array([0., 0.], dtype=float32)}
+    """
 
     inner_state: Any
 
@@ -63,6 +79,7 @@ def _route(
     mask_extra_args: bool,
 ) -> tuple[list[Any], Any]:
     """Run ``tx`` on the chosen leaves only; return its output leaves (aligned with ``updates``) and state."""
+    structure: Any  # a jaxlib PyTreeDef, which has no type stubs
     leaves, structure = jax.tree.flatten(updates, is_leaf=is_none)
     sub_updates = structure.unflatten(keep(leaves, chosen))
     sub_params = None
@@ -74,6 +91,7 @@ def _route(
 
 
 def _sub_params(params: Any, chosen: list[bool]) -> Any:
+    structure: Any  # a jaxlib PyTreeDef, which has no type stubs
     leaves, structure = jax.tree.flatten(params, is_leaf=is_none)
     return structure.unflatten(keep(leaves, chosen))
 
@@ -83,7 +101,9 @@ def _describe(paths: list[str], limit: int = 3) -> str:
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
-def _check_labels(owner: str, given: tuple[Any, ...], labels: list[Any] | tuple[Any, ...], paths: list[str] | None):
+def _check_labels(
+    owner: str, given: tuple[Any, ...], labels: list[Any] | tuple[Any, ...], paths: list[str] | None
+) -> None:
     """Every label has a transform and every transform has at least one parameter; errors name them."""
     known = set(given)
     missing: dict[Any, list[str]] = {}
@@ -114,6 +134,12 @@ class Partition(Transform):
 
     For a leaf labelled ``l``: u ← transforms[l](u). The state holds each group's transform state,
     computed only over that group's leaves.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.partition({"a": gf.sgd(0.1), "b": gf.set_to_zero()}, {"w": "a", "b": "b"})
+      >>> isinstance(tx, gf.Partition), tx.labels
+      (True, ('a', 'b'))
     """
 
     transforms: tuple[Transform, ...]
@@ -126,7 +152,7 @@ class Partition(Transform):
         _check_labels("partition", self.labels, labels, paths)
         return labels
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         labels = self._resolve(params)
         return PartitionState(
             {
@@ -135,8 +161,9 @@ class Partition(Transform):
             }
         )
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         labels = self._resolve(updates)
+        structure: Any  # a jaxlib PyTreeDef, which has no type stubs
         leaves, structure = jax.tree.flatten(updates, is_leaf=is_none)
         out = list(leaves)
         inner_states = {}
@@ -154,6 +181,12 @@ class Masked(Transform):
     """Apply ``inner`` where the mask is true; elsewhere the updates pass through unchanged.
 
     For each leaf: u ← inner(u) if mask else u. ``inner`` keeps state only for the masked-in leaves.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.freeze({"w": False, "b": True})  # freeze is a Masked set_to_zero
+      >>> isinstance(tx, gf.Masked), isinstance(tx.inner, gf.SetToZero)
+      (True, True)
     """
 
     inner: Transform
@@ -164,11 +197,12 @@ class Masked(Transform):
     def _resolve(self, like: Any) -> list[bool]:
         return self.mask.resolve(self.owner, "mask", like, normalize_bool)[0]
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         return MaskedState(self.inner.init(_sub_params(params, self._resolve(params))))
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         chosen = self._resolve(updates)
+        structure: Any  # a jaxlib PyTreeDef, which has no type stubs
         leaves, structure = jax.tree.flatten(updates, is_leaf=is_none)
         new, inner_state = _route(
             self.inner, chosen, updates, state.inner_state, params, extra, self.mask_compatible_extra_args
@@ -179,12 +213,19 @@ class Masked(Transform):
 
 @pytree_dataclass
 class SetToZero(Transform):
-    """Replace every update by zero: u ← 0."""
+    """Replace every update by zero: u ← 0.
 
-    def init(self, params):
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.set_to_zero()
+      >>> isinstance(tx, gf.SetToZero), tx.update({"w": jnp.ones(2)}, tx.init(None))[0]
+      (True, {'w': Array([0., 0.], dtype=float32)})
+    """
+
+    def init(self, params: Any) -> Any:
         return EmptyState()
 
-    def update(self, updates, state, params=None, **extra):
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         return jax.tree.map(lambda u: None if u is None else jnp.zeros_like(u), updates, is_leaf=is_none), state
 
 
@@ -234,7 +275,23 @@ def partition(transforms: dict[Any, Any], param_labels: Any, *, mask_compatible_
 def multi_transform(
     transforms: dict[Any, Any], param_labels: Any, *, mask_compatible_extra_args: bool = False
 ) -> Partition:
-    """The former name of :func:`partition` (optax keeps both)."""
+    """The former name of :func:`partition` (optax keeps both): u ← transforms[l](u) for a leaf labelled l.
+
+    Args:
+      transforms: a mapping from label to transform (gradflow or optax).
+      param_labels: labels of the params, as in :func:`partition`.
+      mask_compatible_extra_args: as in :func:`partition`.
+
+    Returns:
+      The :class:`Partition` that :func:`partition` returns.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow as gf
+      >>> tx = gf.multi_transform({"fit": gf.sgd(0.1), "fix": gf.set_to_zero()}, {"w": "fit", "b": "fix"})
+      >>> params = {"w": jnp.ones(2), "b": jnp.ones(1)}
+      >>> tx.update(params, tx.init(params), params)[0]
+      {'b': Array([0.], dtype=float32), 'w': Array([-0.1, -0.1], dtype=float32)}
+    """
     return partition(transforms, param_labels, mask_compatible_extra_args=mask_compatible_extra_args)
 
 
