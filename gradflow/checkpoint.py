@@ -120,7 +120,7 @@ def save(
     """
     ocp = _orbax()
     path = _path(directory)
-    item, zero_size = _without_zero_size({"params": params, "opt_state": opt_state})
+    item, zero_size = _without_zero_size(_keys_as_data({"params": params, "opt_state": opt_state}))
     args = ocp.args.StandardSave(item, custom_metadata={_ZERO_SIZE: zero_size} if zero_size else None)
     if step is None:
         if max_to_keep is not None:
@@ -226,7 +226,9 @@ def restore(
     if not path.exists():
         raise FileNotFoundError(f"restore: no checkpoint at {path}: the directory does not exist")
     template = {"params": params_like, "opt_state": opt_state_like}
-    target = _without_zero_size(template)[0]
+    stored_like = _keys_as_data(template)  # what save wrote: PRNG keys as their data
+    params_like, opt_state_like = stored_like["params"], stored_like["opt_state"]
+    target = _without_zero_size(stored_like)[0]
     with _manager(ocp, path, create=False) as manager:
         steps = manager.all_steps()
         if step is not None and step not in steps:
@@ -241,7 +243,7 @@ def restore(
                 raise FileNotFoundError(f"restore: {location} holds no single-item checkpoint that save could write")
             _check_fits(metadata, params_like, opt_state_like, location)
             restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-            return _with_zero_size(restored, template)
+            return _data_as_keys(_with_zero_size(restored, stored_like), template)
     metadata = _single_checkpoint_metadata(ocp, path)
     if metadata is None:
         raise FileNotFoundError(
@@ -251,7 +253,7 @@ def restore(
     _check_fits(metadata, params_like, opt_state_like, str(path))
     with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
         restored = checkpointer.restore(path, args=ocp.args.StandardRestore(target))
-    return _with_zero_size(restored, template)
+    return _data_as_keys(_with_zero_size(restored, stored_like), template)
 
 
 def latest_step(directory: str | os.PathLike[str]) -> int | None:
@@ -331,6 +333,41 @@ def _single_checkpoint_metadata(ocp: Any, path: Any) -> Any:
     finally:
         handler.close()
     return None if _stored_tree(metadata) is None else metadata
+
+
+def _is_key(leaf: Any) -> bool:
+    return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _keys_as_data(tree: Any) -> Any:
+    """``tree`` with each typed PRNG key (``AddNoiseState.rng_key``, as in optax) replaced by its uint32 data."""
+    return jax.tree.map(
+        lambda x: (
+            jax.eval_shape(jax.random.key_data, x)
+            if _is_key(x) and not isinstance(x, jax.Array)
+            else (jax.random.key_data(x) if _is_key(x) else x)
+        ),
+        tree,
+    )
+
+
+def _data_as_keys(restored: tuple[Any, Any], template: dict[str, Any]) -> tuple[Any, Any]:
+    """``(params, opt_state)`` with the key data put back into typed keys where the template has keys.
+
+    The implementation is the template key's when it is an array, JAX's default one for an abstract template.
+    """
+
+    def wrap(data: Any, like: Any) -> Any:
+        if not _is_key(like):
+            return data
+        impl = jax.random.key_impl(like) if isinstance(like, jax.Array) else None
+        return jax.random.wrap_key_data(data, impl=impl)
+
+    params, opt_state = restored
+    return (
+        jax.tree.map(wrap, params, template["params"], is_leaf=_is_none),
+        jax.tree.map(wrap, opt_state, template["opt_state"], is_leaf=_is_none),
+    )
 
 
 def _is_checkpoint(ocp: Any, path: Any) -> bool:

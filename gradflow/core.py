@@ -110,7 +110,7 @@ class FunctionSchedule(Schedule):
 
     >>> import gradflow
     >>> tx = gradflow.sgd(lambda count: 0.1 / (1 + count))
-    >>> type(tx.transforms[-1].learning_rate).__name__
+    >>> type(tx.transforms[-1].inner.learning_rate).__name__  # inside the composite presenting optax's state
     'FunctionSchedule'
     """
 
@@ -165,6 +165,29 @@ def scheduled_fields(transform: Any) -> tuple[str, ...]:
         for f in dataclasses.fields(transform)
         if not f.metadata.get("static", False) and isinstance(getattr(transform, f.name), Schedule)
     )
+
+
+def evaluates_own_schedules(method: T) -> T:
+    """Mark a ``Transform`` method that evaluates its schedule-valued fields itself.
+
+    :func:`pytree_dataclass` leaves a class whose ``init`` and ``update`` are both marked alone instead of
+    wrapping its state in a :class:`ScheduleState`: for transforms whose state already has the count
+    its schedule reads, in optax's layout (``ScaleByScheduleState``, ``ScheduleFreeState``).
+
+    >>> @pytree_dataclass
+    ... class Halve(Transform):
+    ...     factor: Any = 0.5
+    ...     @evaluates_own_schedules
+    ...     def init(self, params):
+    ...         return EmptyState()
+    ...     @evaluates_own_schedules
+    ...     def update(self, updates, state, params=None, **extra):
+    ...         return updates * self.factor(0), state
+    >>> Halve(lambda count: 0.5).init(None)  # no ScheduleState around it
+    EmptyState()
+    """
+    method._evaluates_schedules = True  # type: ignore[attr-defined]
+    return method
 
 
 def _evaluate_schedules_in(cls: Any) -> None:
@@ -370,13 +393,15 @@ class Chain(Transform):
         return updates, tuple(new_state)
 
 
-def chain(*transforms: Any) -> Chain:
+def chain(*args: Any) -> Chain:
     """Compose transforms: the updates flow through each in order.
 
-    Nested chains are flattened, so ``chain(chain(a, b), c)`` and ``chain(a, chain(b, c))`` are the
-    same object as ``chain(a, b, c)`` (associativity holds exactly, states included). Objects with
-    ``init``/``update`` methods that are not gradflow transforms (optax transforms) are wrapped in a
-    :class:`ForeignTransform`.
+    The state is the tuple of the transforms' states, and a nested chain keeps its own tuple, as in
+    optax (``chain(clip_by_global_norm(1.0), adamw(1e-3))`` has the state ``(EmptyState(), (adam's,
+    schedule's))``, so optax programs' ``opt_state[1][0].mu`` and optax checkpoints fit). Associativity
+    holds for the updates and for the leaves of the states, in order; only the nesting of the state
+    follows the nesting of the chains. Objects with ``init``/``update`` methods that are not gradflow
+    transforms (optax transforms) are wrapped in a :class:`ForeignTransform`.
 
     Example:
       >>> import jax.numpy as jnp, gradflow
@@ -386,11 +411,7 @@ def chain(*transforms: Any) -> Chain:
       >>> updates["w"]
       Array([-0.1 ,  0.05], dtype=float32)
     """
-    flat: list[Transform] = []
-    for position, tx in enumerate(transforms):
-        tx = _as_transform(tx, position)
-        flat.extend(tx.transforms if isinstance(tx, Chain) else (tx,))
-    return Chain(tuple(flat))
+    return Chain(tuple(_as_transform(tx, position) for position, tx in enumerate(args)))
 
 
 def apply_updates(params: Any, updates: Any) -> Any:

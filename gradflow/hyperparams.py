@@ -4,17 +4,22 @@ A gradflow transform already holds its hyperparameters as data, so :func:`get_hy
 :func:`set_hyperparam` work on any transform (by field name: ``learning_rate``, ``weight_decay``,
 ``decay`` ...). When the transform lives somewhere it cannot be replaced (a flax ``TrainState`` or
 ``nnx.Optimizer`` keeps it static), :func:`inject_hyperparams` moves the hyperparameters into the
-optimizer *state*, where both functions reach them too, under the names of the factory's arguments.
+optimizer *state*, optax's :class:`InjectStatefulHyperparamsState`, where both functions reach them
+too, under the names of the factory's arguments.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any, NamedTuple
+import functools
+import inspect
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradflow import tree
 from gradflow.core import (
@@ -26,92 +31,302 @@ from gradflow.core import (
     pytree_dataclass,
     static_field,
 )
+from gradflow.wrappers._common import as_transform
 
 __all__ = [
     "InjectHyperparams",
     "InjectHyperparamsState",
+    "InjectStatefulHyperparamsState",
+    "StatefulSchedule",
+    "WrappedSchedule",
+    "WrappedScheduleState",
     "get_hyperparam",
     "inject_hyperparams",
+    "inject_stateful_hyperparams",
     "set_hyperparam",
 ]
 
 
 class InjectHyperparamsState(NamedTuple):
-    """The state of :func:`inject_hyperparams`.
+    """optax's older state of ``inject_hyperparams``, kept for code that names it (optax deprecated it in 0.1.9).
+
+    :func:`inject_hyperparams` returns an :class:`InjectStatefulHyperparamsState`, as optax does;
+    :func:`get_hyperparam` and :func:`set_hyperparam` read and write either.
 
     Attributes:
-      count: int32 number of updates done (the argument of the schedules).
-      hyperparams: the value of each injected hyperparameter, by argument name. Numbers are read from
-        here at each update (so changing them here changes the optimizer); schedules are written here.
-      inner: the state of the optimizer that the factory builds.
+      count: int32 number of updates done.
+      hyperparams: the value of each injected hyperparameter, by argument name.
+      inner_state: the state of the optimizer that the factory builds.
 
-    >>> import gradflow
-    >>> state = gradflow.inject_hyperparams(gradflow.sgd)(learning_rate=0.1).init(jnp.zeros(2))
-    >>> int(state.count), state.hyperparams["learning_rate"]
-    (0, Array(0.1, dtype=float32))
+    Example:
+      >>> import jax.numpy as jnp, gradflow
+      >>> state = gradflow.InjectHyperparamsState(jnp.int32(0), {"learning_rate": jnp.float32(0.5)}, ())
+      >>> float(gradflow.get_hyperparam(state, "learning_rate"))
+      0.5
     """
 
     count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count
     hyperparams: dict[str, jax.Array]
-    inner: Any
+    inner_state: Any
+
+
+class InjectStatefulHyperparamsState(NamedTuple):
+    """The state of :func:`inject_hyperparams` (optax's class, fields and order).
+
+    Attributes:
+      count: int32 number of updates done (saturating).
+      hyperparams: the value of each injected hyperparameter, by argument name. Numbers are read from
+        here at each update (so changing them here changes the optimizer); the value of a scheduled
+        one is written here (the value the latest update used; at init, the first update's).
+      hyperparams_states: the state of each scheduled hyperparameter's schedule, by argument name (a
+        :class:`WrappedScheduleState` for a function of the step count).
+      inner_state: the state of the optimizer that the factory builds.
+
+    Example:
+      >>> import jax.numpy as jnp, gradflow
+      >>> state = gradflow.inject_hyperparams(gradflow.sgd)(learning_rate=0.1).init(jnp.zeros(2))
+      >>> int(state.count), state.hyperparams["learning_rate"], state.hyperparams_states
+      (0, Array(0.1, dtype=float32), {})
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count
+    hyperparams: dict[str, jax.Array]
+    hyperparams_states: dict[str, Any]
+    inner_state: Any
+
+
+class WrappedScheduleState(NamedTuple):
+    """The state of a :class:`WrappedSchedule`: ``count``, the int32 number of updates done.
+
+    Example:
+      >>> import gradflow
+      >>> gradflow.WrappedSchedule(lambda count: 0.1).init()
+      WrappedScheduleState(count=Array(0, dtype=int32))
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count
+
+
+@runtime_checkable
+class StatefulSchedule(Protocol):
+    """optax's protocol of a schedule with a state: ``init()``, ``update(state, **extra)``, ``__call__(state)``.
+
+    ``__call__`` gives the value for the current update from the schedule's state (and the update's
+    extra arguments, e.g. ``value``); ``update`` advances the state. :func:`inject_hyperparams` keeps
+    the state in ``hyperparams_states``. :class:`WrappedSchedule` is one.
+
+    Example:
+      >>> import gradflow
+      >>> isinstance(gradflow.WrappedSchedule(lambda count: 1.0), StatefulSchedule)
+      True
+    """
+
+    def init(self) -> Any:
+        """The schedule's initial state."""
+        ...
+
+    def update(self, state: Any, **extra_args: Any) -> Any:
+        """The state after one more update."""
+        ...
+
+    def __call__(self, state: Any, **extra_args: Any) -> Any:
+        """The hyperparameter's value for the current update."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class WrappedSchedule:
+    """A function of the step count as a :class:`StatefulSchedule` whose state is the count (optax's class).
+
+    ``init() = WrappedScheduleState(0)``; ``update`` adds one (saturating); ``__call__(state)`` is
+    ``schedule_fn(state.count)``. A pytree: a gradflow :class:`~gradflow.Schedule` stays data (its
+    numbers are leaves), a plain function is static.
+
+    Example:
+      >>> import gradflow
+      >>> schedule = gradflow.WrappedSchedule(lambda count: 1.0 / (1 + count))
+      >>> state = schedule.update(schedule.init())
+      >>> float(schedule(state))
+      0.5
+    """
+
+    schedule_fn: Any
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.schedule_fn, Schedule) and is_schedule_like(self.schedule_fn):
+            object.__setattr__(self, "schedule_fn", FunctionSchedule(self.schedule_fn))
+
+    def init(self) -> WrappedScheduleState:
+        """``WrappedScheduleState(count=0)``."""
+        return WrappedScheduleState(jnp.zeros([], jnp.int32))
+
+    def update(self, state: WrappedScheduleState, **extra_args: Any) -> WrappedScheduleState:
+        """The count plus one (saturating)."""
+        return WrappedScheduleState(tree.saturating_increment(state.count))
+
+    def __call__(self, state: WrappedScheduleState, **extra_args: Any) -> Any:
+        return self.schedule_fn(state.count)
+
+
+jax.tree_util.register_dataclass(WrappedSchedule, data_fields=["schedule_fn"], meta_fields=[])
+
+
+def _is_stateful(value: Any) -> bool:
+    return callable(getattr(value, "init", None)) and callable(getattr(value, "update", None)) and callable(value)
+
+
+def _convert_floats(value: Any, dtype: Any) -> Any:
+    """A floating-point value in ``dtype``, unless it is already a strongly typed array (optax's rule)."""
+    if isinstance(value, jax.Array) and not getattr(value, "weak_type", False):
+        return value
+    current = value.dtype if hasattr(value, "dtype") else type(value)
+    if jnp.issubdtype(current, jnp.floating):
+        return jnp.asarray(value, dtype)
+    return value
+
+
+def _strong(value: Any) -> jax.Array:
+    value = jnp.asarray(value)
+    return value.astype(value.dtype)  # no weak types: the state is scan-stable
+
+
+def _default_dtype(params: Any) -> Any:
+    """The dtype of the injected floats by default: the parameters' highest-precision dtype, at least float32.
+
+    optax uses the parameters' highest dtype as it is (``tree.dtype(params, "highest")``), so bfloat16
+    parameters get bfloat16 hyperparameters: Adam's b2 = 0.999 rounds to 1.0 and the first update is
+    NaN. gradflow promotes to at least float32 (float64 parameters give float64, as in optax). No
+    leaves: JAX's default float.
+    """
+    dtypes = [jnp.result_type(x) for x in jax.tree.leaves(params)]
+    if not dtypes:
+        return jnp.asarray([]).dtype
+    return jnp.promote_types(functools.reduce(jnp.promote_types, dtypes), jnp.float32)
 
 
 @pytree_dataclass
 class InjectHyperparams(Transform):
-    """``factory(**hyperparams)`` rebuilt at every update from hyperparameters held in the state.
+    """``inner_factory(**hyperparams)`` rebuilt at every update from hyperparameters held in the state.
+
+    ``hyperparams`` holds each injected argument as given: a number (its initial value; the update
+    reads the state's), a gradflow :class:`~gradflow.Schedule` or a :class:`WrappedSchedule` (data); a
+    stateful schedule that is not a pytree sits in ``stateful`` (static), the other arguments in
+    ``static_kwargs``.
 
     >>> import gradflow
     >>> tx = gradflow.inject_hyperparams(gradflow.sgd)(learning_rate=0.1)
-    >>> isinstance(tx, InjectHyperparams), tx.factory is gradflow.sgd
+    >>> isinstance(tx, InjectHyperparams), tx.inner_factory is gradflow.sgd
     (True, True)
     """
 
-    factory: Callable[..., Any] = static_field()
+    inner_factory: Callable[..., Any] = static_field()
     hyperparams: dict[str, Any]
     static_kwargs: tuple[tuple[str, Any], ...] = static_field(default=())
+    stateful: tuple[tuple[str, Any], ...] = static_field(default=())
+    hyperparam_dtype: Any = static_field(default=None)
 
-    def _build(self, values: dict[str, Any]) -> Any:
-        return self.factory(**values, **dict(self.static_kwargs))
-
-    def _values(self, count: jax.Array, stored: dict[str, jax.Array] | None) -> dict[str, jax.Array]:
-        values = {}
+    def _schedules(self) -> dict[str, Any]:
+        """Each scheduled hyperparameter as a stateful schedule, by name."""
+        out: dict[str, Any] = {}
         for name, value in self.hyperparams.items():
             if isinstance(value, Schedule):
-                value = value(count)
-            elif stored is not None:
-                value = stored[name]
-            value = jnp.asarray(value)
-            values[name] = value.astype(value.dtype)  # no weak types: the state is scan-stable
-        return values
+                out[name] = WrappedSchedule(value)
+            elif _is_stateful(value):
+                out[name] = value
+        out.update(self.stateful)
+        return out
+
+    def _build(self, values: dict[str, Any]) -> Transform:
+        return as_transform(
+            f"inject_hyperparams({_name(self.inner_factory)})", self.inner_factory(**dict(self.static_kwargs), **values)
+        )
+
+    def _dtype(self, params: Any) -> Any:
+        return self.hyperparam_dtype if self.hyperparam_dtype is not None else _default_dtype(params)
 
     def init(self, params):
-        count = jnp.zeros([], jnp.int32)
-        values = self._values(count, None)
-        return InjectHyperparamsState(count, values, self._build(values).init(params))
+        dtype = self._dtype(params)
+        schedules = self._schedules()
+        values = {
+            name: _strong(_convert_floats(value, dtype))
+            for name, value in self.hyperparams.items()
+            if name not in schedules
+        }
+        states = {name: schedule.init() for name, schedule in schedules.items()}
+        values.update({name: _strong(_convert_floats(s(states[name]), dtype)) for name, s in schedules.items()})
+        inner_state = self._build(values).init(params)
+        return InjectStatefulHyperparamsState(jnp.zeros([], jnp.int32), values, states, inner_state)
 
     def update(self, updates, state, params=None, **extra):
-        if not isinstance(state, InjectHyperparamsState):
+        if not isinstance(state, InjectStatefulHyperparamsState):
             raise ValueError(
-                f"inject_hyperparams({_name(self.factory)}) needs the InjectHyperparamsState that its init "
-                f"returned, got {type(state).__name__}"
+                f"inject_hyperparams({_name(self.inner_factory)}) needs the InjectStatefulHyperparamsState that its "
+                f"init returned, got {type(state).__name__}"
             )
-        values = self._values(state.count, state.hyperparams)
-        updates, inner = self._build(values).update(updates, state.inner, params, **extra)
-        return updates, InjectHyperparamsState(tree.saturating_increment(state.count), values, inner)
+        dtype = self._dtype(params)
+        schedules = self._schedules()
+        values = {name: _strong(_convert_floats(value, dtype)) for name, value in state.hyperparams.items()}
+        values.update(
+            {
+                name: _strong(_convert_floats(s(state.hyperparams_states[name], **extra), dtype))
+                for name, s in schedules.items()
+            }
+        )
+        states = {name: s.update(state.hyperparams_states[name], **extra) for name, s in schedules.items()}
+        updates, inner_state = self._build(values).update(updates, state.inner_state, params, **extra)
+        return updates, InjectStatefulHyperparamsState(
+            tree.saturating_increment(state.count), values, states, inner_state
+        )
 
 
 def _name(factory: Any) -> str:
     return getattr(factory, "__name__", type(factory).__name__)
 
 
-def inject_hyperparams(factory: Callable[..., Any], static_args: tuple[str, ...] = ()) -> Callable[..., Any]:
-    """Wrap an optimizer factory so that its numeric arguments live in the optimizer state.
+def _is_number(value: Any) -> bool:
+    """optax's numeric hyperparameter: a Python int or float, or an array (not a bool, not a NumPy scalar)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float, jax.Array, np.ndarray))
+
+
+def inject_hyperparams(
+    inner_factory: Callable[..., Any],
+    static_args: str | Iterable[str] = (),
+    hyperparam_dtype: Any = None,
+) -> Callable[..., InjectHyperparams]:
+    """Wrap an optimizer factory so that its numeric arguments live in the optimizer state (optax's rule).
 
     ``inject_hyperparams(gradflow.adam)(learning_rate=1e-3)`` behaves as ``gradflow.adam(1e-3)`` and its
-    state has ``hyperparams["learning_rate"]``: change it there (``set_hyperparam(state, ...)``) and the
-    next update uses the new value. An argument given as a schedule is evaluated at each step and its
-    current value written to the state. Numeric arguments must be passed by keyword; arguments named in
-    ``static_args``, and any that are not numbers (flags, dtypes, masks), are fixed at construction.
+    state, an :class:`InjectStatefulHyperparamsState`, has ``hyperparams["learning_rate"]``: change it
+    there (``set_hyperparam(state, ...)``, or optax's ``state.hyperparams[...] = ...``) and the next
+    update uses the new value. The arguments are bound to ``inner_factory``'s signature (by position or
+    keyword) with its defaults filled in; then, as in optax, each argument that is
+
+    - named in ``static_args``, or a bool: fixed at construction;
+    - a stateful schedule (``init``/``update``/``__call__``, e.g. :class:`WrappedSchedule`) or a function
+      of the step count (a :class:`~gradflow.Schedule` or a plain function): evaluated at each update,
+      its value written to ``hyperparams`` and its state kept in ``hyperparams_states``;
+    - a Python int or float or an array: injected into ``hyperparams`` (Python floats and weakly typed
+      arrays in ``hyperparam_dtype``, by default the parameters' highest-precision dtype promoted to at
+      least float32: optax keeps bfloat16 there, where Adam's b2 = 0.999 becomes 1.0 and its first update
+      NaN);
+    - anything else (``None``, a dtype, a mask): fixed at construction.
+
+    The injected values are data, so ``jax.grad`` reaches them (hypergradients: differentiate the loss
+    after some steps with respect to ``state.hyperparams["learning_rate"]`` or to the number given).
+    The factory is called once at construction, so its checks of the values run then.
+
+    Args:
+      inner_factory: a function returning a transform (gradflow's or optax's), e.g. ``gradflow.adam``.
+      static_args: the name, or names, of arguments that are not to be injected or scheduled (e.g. a
+        callable argument that is not a schedule).
+      hyperparam_dtype: dtype of the injected floating-point hyperparameters (default: the parameters'
+        highest, at least float32).
+
+    Returns:
+      A function with ``inner_factory``'s arguments that returns an :class:`InjectHyperparams`.
+
+    Raises:
+      ValueError: if ``static_args`` names an argument that ``inner_factory`` does not have.
 
     Example:
       >>> import jax.numpy as jnp, gradflow
@@ -121,39 +336,107 @@ def inject_hyperparams(factory: Callable[..., Any], static_args: tuple[str, ...]
       >>> tx.update(params, state, params)[0]["w"]
       Array([-0.5], dtype=float32)
     """
+    owner = f"inject_hyperparams({_name(inner_factory)})"
+    if not callable(inner_factory):
+        raise TypeError(
+            f"inject_hyperparams: inner_factory must be a function returning a transform, got {inner_factory!r}"
+        )
+    static = {static_args} if isinstance(static_args, str) else set(static_args)
+    try:
+        signature: inspect.Signature | None = inspect.signature(inner_factory)
+    except (TypeError, ValueError):  # a builtin without a signature: keyword arguments only
+        signature = None
+    if signature is not None and not static <= set(signature.parameters):
+        raise ValueError(
+            f"{owner}: static_args must name arguments of inner_factory, got "
+            f"{sorted(static - set(signature.parameters))}; its arguments are {list(signature.parameters)}"
+        )
+    if hyperparam_dtype is not None:
+        try:
+            hyperparam_dtype = jnp.dtype(hyperparam_dtype)
+        except TypeError:
+            raise TypeError(
+                f"inject_hyperparams: hyperparam_dtype must be a dtype or None, got {hyperparam_dtype!r}"
+            ) from None
 
-    def build(*args: Any, **kwargs: Any) -> InjectHyperparams:
-        if args:
-            raise TypeError(f"inject_hyperparams({_name(factory)}): pass the hyperparameters by keyword")
+    @functools.wraps(inner_factory)
+    def wrapped(*args: Any, **kwargs: Any) -> InjectHyperparams:
+        if signature is not None:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+        elif args:
+            raise TypeError(f"{owner}: inner_factory has no signature to bind positional arguments to: pass keywords")
+        else:
+            arguments = dict(kwargs)
         numeric: dict[str, Any] = {}
         fixed: dict[str, Any] = {}
-        for name, value in kwargs.items():
-            injectable = isinstance(value, Schedule) or is_schedule_like(value) or _is_number(value)
-            (numeric if injectable and name not in static_args else fixed)[name] = value
-        numeric = {k: FunctionSchedule(v) if is_schedule_like(v) else v for k, v in numeric.items()}
-        tx = InjectHyperparams(factory, numeric, tuple(sorted(fixed.items())))
-        tx._build(tx._values(jnp.zeros([], jnp.int32), None))  # the factory validates the values now
+        stateful: dict[str, Any] = {}
+        for name, value in arguments.items():
+            if name in static or isinstance(value, (bool, np.bool_)):
+                fixed[name] = value
+            elif isinstance(value, (Schedule, WrappedSchedule)):
+                numeric[name] = value
+            elif _is_stateful(value):
+                stateful[name] = value
+            elif is_schedule_like(value):
+                numeric[name] = FunctionSchedule(value)
+            elif _is_number(value):
+                numeric[name] = value
+            else:
+                fixed[name] = value
+        tx = InjectHyperparams(
+            inner_factory, numeric, tuple(sorted(fixed.items())), tuple(sorted(stateful.items())), hyperparam_dtype
+        )
+        # Build the inner optimizer once now, so that the factory checks the values (a schedule as itself).
+        first = {name: schedule(schedule.init()) for name, schedule in stateful.items()}
+        given = {name: v(v.init()) if isinstance(v, WrappedSchedule) else v for name, v in numeric.items()}
+        tx.inner_factory(**dict(tx.static_kwargs), **given, **first)
         return tx
 
-    build.__name__ = f"inject_hyperparams({_name(factory)})"
-    return build
+    return wrapped
 
 
-def _is_number(value: Any) -> bool:
-    """A Python int/float or a numeric array (not a bool, a dtype or a string)."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
-        return True
-    dtype = getattr(value, "dtype", None)
-    return not isinstance(value, type) and dtype is not None and jnp.issubdtype(dtype, jnp.number)
+def inject_stateful_hyperparams(
+    inner_factory: Callable[..., Any],
+    static_args: str | Iterable[str] = (),
+    hyperparam_dtype: Any = None,
+) -> Callable[..., InjectHyperparams]:
+    """:func:`inject_hyperparams` under its older optax name (deprecated there since 0.1.9; warns likewise).
+
+    Args:
+      inner_factory: a function returning a transform.
+      static_args: the name, or names, of arguments that are not to be injected or scheduled.
+      hyperparam_dtype: dtype of the injected floating-point hyperparameters (default: the parameters'
+        highest, at least float32).
+
+    Returns:
+      The same as :func:`inject_hyperparams`.
+
+    Example:
+      >>> import warnings, gradflow
+      >>> with warnings.catch_warnings():
+      ...     warnings.simplefilter("ignore", DeprecationWarning)
+      ...     tx = gradflow.inject_stateful_hyperparams(gradflow.sgd)(learning_rate=0.1)
+      >>> type(tx).__name__
+      'InjectHyperparams'
+    """
+    warnings.warn(
+        "inject_stateful_hyperparams is deprecated (as in optax): use inject_hyperparams",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return inject_hyperparams(inner_factory, static_args, hyperparam_dtype)
 
 
 # --- reading and writing -------------------------------------------------------------------------------------------
 
 
+_INJECTED = (InjectStatefulHyperparamsState, InjectHyperparamsState)
+
+
 def _is_hyperparam_holder(x: Any) -> bool:
-    return isinstance(x, (InjectHyperparamsState, ScheduleState))
+    return isinstance(x, (*_INJECTED, ScheduleState))
 
 
 def _state_holders(state: Any) -> list[Any]:
@@ -163,14 +446,14 @@ def _state_holders(state: Any) -> list[Any]:
 def _transform_fields(obj: Any) -> list[tuple[Any, str, Any]]:
     """Every (transform, field name, value) of the data fields in a tree of transforms, in order."""
     found = []
+    if isinstance(obj, InjectHyperparams):
+        return [(obj, name, v) for name, v in (*obj.hyperparams.items(), *obj.stateful)]
     if isinstance(obj, Transform) and dataclasses.is_dataclass(obj):
         for field in dataclasses.fields(obj):
             value = getattr(obj, field.name)
             if field.metadata.get("static", False):
                 continue
-            if isinstance(obj, InjectHyperparams) and field.name == "hyperparams":
-                found += [(obj, name, v) for name, v in value.items()]
-            elif isinstance(value, (Transform, tuple, list)):
+            if isinstance(value, (Transform, tuple, list)):
                 found += _transform_fields(value)
             else:
                 found.append((obj, field.name, value))
@@ -220,11 +503,13 @@ def set_hyperparam(tx_or_state: Any, name: str, value: Any) -> Any:
     """A copy of the transform or state with every hyperparameter called ``name`` set to ``value``.
 
     In a state the value takes the stored value's dtype and shape (so a ``lax.scan`` carry stays
-    stable); only :func:`inject_hyperparams` states can be changed (a scheduled value is recomputed at
-    every step). In a transform, any field called ``name`` is replaced, by a number or a schedule.
+    stable); only the numbers injected by :func:`inject_hyperparams` can be changed in a state (a
+    scheduled value is recomputed at every step). In a transform, any field called ``name`` is replaced,
+    by a number or a schedule.
 
     Raises:
       KeyError: naming the hyperparameters that exist.
+      ValueError: for a scheduled hyperparameter of an injected state.
 
     Example:
       >>> import gradflow
@@ -238,8 +523,13 @@ def set_hyperparam(tx_or_state: Any, name: str, value: Any) -> Any:
         found = [False]
 
         def replace(node: Any) -> Any:
-            if isinstance(node, InjectHyperparamsState) and name in node.hyperparams:
+            if isinstance(node, _INJECTED) and name in node.hyperparams:
                 found[0] = True
+                if isinstance(node, InjectStatefulHyperparamsState) and name in node.hyperparams_states:
+                    raise ValueError(
+                        f"set_hyperparam: {name} is scheduled in this state (its value is recomputed at every "
+                        "update); set it on the transform instead, or inject a number"
+                    )
                 old = node.hyperparams[name]
                 cast = jnp.broadcast_to(jnp.asarray(value, jnp.result_type(old)), jnp.shape(old))
                 if (
@@ -268,15 +558,25 @@ def _replace_in_transform(obj: Any, name: str, value: Any) -> tuple[Any, bool]:
         return type(obj)(r[0] for r in results), any(r[1] for r in results)
     if not (isinstance(obj, Transform) and dataclasses.is_dataclass(obj)):
         return obj, False
+    if isinstance(obj, InjectHyperparams):
+        stateful = dict(obj.stateful)
+        if name not in obj.hyperparams and name not in stateful:
+            return obj, False
+        hyperparams = {k: v for k, v in obj.hyperparams.items() if k != name}
+        stateful.pop(name, None)
+        if _is_stateful(value) and not isinstance(value, WrappedSchedule):
+            stateful[name] = value
+        else:
+            hyperparams[name] = (
+                FunctionSchedule(value) if is_schedule_like(value) and not isinstance(value, Schedule) else value
+            )
+        return dataclasses.replace(obj, hyperparams=hyperparams, stateful=tuple(sorted(stateful.items()))), True
     changes, changed = {}, False
     for field in dataclasses.fields(obj):
         if field.metadata.get("static", False):
             continue
         current = getattr(obj, field.name)
-        if isinstance(obj, InjectHyperparams) and field.name == "hyperparams":
-            if name in current:
-                changes["hyperparams"], changed = {**current, name: value}, True
-        elif field.name == name:
+        if field.name == name:
             changes[field.name], changed = value, True
         elif isinstance(current, (Transform, tuple, list)):
             new, inner_changed = _replace_in_transform(current, name, value)

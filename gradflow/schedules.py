@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradflow._optax_reexport import lazy_reexport
 from gradflow.core import FunctionSchedule, Schedule, pytree_dataclass, static_field
 from gradflow.validation import check_nonnegative, check_number, check_range
 
@@ -851,3 +852,17 @@ def sgdr_schedule(cosine_kwargs: Iterable[Mapping[str, Any]]) -> Join:
     if not cycles:
         raise ValueError(f"{owner}: cosine_kwargs must hold at least one cycle")
     return Join(tuple(cycles), tuple(boundaries[:-1]))
+
+
+# optax.schedules also holds inject_hyperparams and its kin, which live in gradflow.hyperparams (a module
+# that imports the wrappers): read lazily, so that importing this module stays free of cycles.
+_FROM_HYPERPARAMS = (
+    "InjectHyperparamsState",
+    "InjectStatefulHyperparamsState",
+    "StatefulSchedule",
+    "WrappedSchedule",
+    "inject_hyperparams",
+    "inject_stateful_hyperparams",
+)
+__getattr__, __dir__ = lazy_reexport(__name__, {"gradflow.hyperparams": _FROM_HYPERPARAMS})
+__all__ += _FROM_HYPERPARAMS

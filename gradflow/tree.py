@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradflow._optax_reexport import lazy_reexport
+
 __all__ = [
     "TreeMismatchError",
     "cast_like",
@@ -150,15 +152,18 @@ def check_float_leaves(tree: Any, name: str = "params") -> None:
             raise TypeError(f"{name}{path} has dtype {dtype}: gradflow updates floating-point arrays only {hint}")
 
 
-def full_like(tree: Any, value: Any, dtype: Any = None, name: str = "params") -> Any:
-    """A tree shaped like ``tree`` filled with ``value``, in ``dtype`` or each leaf's own dtype.
+def full_like(tree: Any, fill_value: Any, dtype: Any = None, name: str = "params") -> Any:
+    """A tree shaped like ``tree`` filled with ``fill_value``, in ``dtype`` or each leaf's own dtype.
+
+    Each new leaf keeps the sharding of the leaf it is shaped like (``jnp.full_like``), so the state of
+    sharded parameters is built sharded the same way, not gathered on one device.
 
     >>> full_like({"w": jnp.zeros(2, jnp.bfloat16), "masked": None}, 0.1)
     {'masked': None, 'w': Array([0.100098, 0.100098], dtype=bfloat16)}
     """
     check_float_leaves(tree, name)
     return jax.tree.map(
-        lambda x: None if x is None else jnp.full(jnp.shape(x), value, dtype or jnp.result_type(x)),
+        lambda x: None if x is None else jnp.full_like(x, fill_value, dtype or jnp.result_type(x)),
         tree,
         is_leaf=_is_none,
     )
@@ -173,8 +178,8 @@ def zeros_like(tree: Any, dtype: Any = None, name: str = "params") -> Any:
     return full_like(tree, 0, dtype, name)
 
 
-def cast_like(tree: Any, like: Any) -> Any:
-    """Cast each leaf of ``tree`` to the dtype of the matching leaf of ``like``.
+def cast_like(tree: Any, other_tree: Any) -> Any:
+    """Cast each leaf of ``tree`` to the dtype of the matching leaf of ``other_tree``.
 
     >>> cast_like({"w": jnp.array([1.5])}, {"w": jnp.zeros(1, jnp.bfloat16)})["w"].dtype
     dtype(bfloat16)
@@ -182,7 +187,7 @@ def cast_like(tree: Any, like: Any) -> Any:
     return jax.tree.map(
         lambda x, y: None if x is None else jnp.asarray(x).astype(jnp.result_type(y)),
         tree,
-        like,
+        other_tree,
         is_leaf=_is_none,
     )
 
@@ -220,3 +225,43 @@ def saturating_increment(count: jax.Array) -> jax.Array:
     count = jnp.asarray(count)
     top = np.iinfo(count.dtype).max
     return jnp.where(count < top, count + 1, count)
+
+
+# optax.tree's functions that this module does not define, re-exported (optax's own, read lazily: optax
+# is an optional dependency). ``bias_correction`` here is optax's tree function (moment, decay, count).
+_FROM_OPTAX = (
+    "add",
+    "add_scale",
+    "allclose",
+    "batch_shape",
+    "bias_correction",
+    "cast",
+    "clip",
+    "conj",
+    "div",
+    "dtype",
+    "get",
+    "get_all_with_path",
+    "map_params",
+    "max",
+    "min",
+    "mul",
+    "norm",
+    "ones_like",
+    "random_like",
+    "real",
+    "scale",
+    "set",
+    "size",
+    "split_key_like",
+    "sub",
+    "sum",
+    "unwrap_random_key_data",
+    "update_infinity_moment",
+    "update_moment",
+    "update_moment_per_elem_norm",
+    "vdot",
+    "where",
+)
+__getattr__, __dir__ = lazy_reexport(__name__, {"optax.tree": _FROM_OPTAX})
+__all__ += _FROM_OPTAX

@@ -33,7 +33,7 @@ TARGETS = _rng.normal(size=(_BATCHES, 5, 3)).astype(np.float32)
 
 @functools.cache  # building it checks the schedule's values eagerly, which takes a second or two on a CPU
 def make_optimizer() -> gradflow.Chain:
-    """A chain with a schedule, clipping, bfloat16 first moments and four int32 counters."""
+    """A chain with a schedule, clipping, bfloat16 first moments and two int32 counters (Adam's, the schedule's)."""
     schedule = gradflow.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=0.05, warmup_steps=10, decay_steps=TOTAL_STEPS, end_value=1e-3
     )

@@ -10,7 +10,16 @@ import importlib
 
 import gradflow as gf
 
-FAMILIES = ("schedules", "wrappers", "seed_transforms", "layerwise", "adaptive", "second_order", "second_order_lbfgs")
+FAMILIES = (
+    "schedules",
+    "wrappers",
+    "seed_transforms",
+    "layerwise",
+    "adaptive",
+    "second_order",
+    "second_order_lbfgs",
+    "optax_blocks",
+)
 
 OPTIMIZERS = {
     "sgd": lambda lr: gf.sgd(lr),

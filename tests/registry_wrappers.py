@@ -38,7 +38,7 @@ OPTIMIZERS: dict = {
     "freeze_bias_sgd": lambda lr: gf.chain(
         gf.sgd(lr, momentum=0.9), wrappers.freeze({"dense": {"w": False, "b": True}, "scale": False})
     ),
-    "apply_if_finite_adam": lambda lr: wrappers.apply_if_finite(gf.adam(lr)),
+    "apply_if_finite_adam": lambda lr: wrappers.apply_if_finite(gf.adam(lr), max_consecutive_errors=5),
     "zero_nans_sgd": lambda lr: gf.chain(wrappers.zero_nans(), gf.sgd(lr, momentum=0.9)),
     "multi_steps_adam": lambda lr: wrappers.multi_steps(gf.adam(lr), every_k_schedule=2),
     "lookahead_adam": lambda lr: wrappers.lookahead(gf.adam(lr), sync_period=2, slow_step_size=0.5, reset_state=True),

@@ -267,19 +267,25 @@ def test_novograd_state_is_one_scalar_per_leaf():
     """NovoGrad's memory: the second moment is one number per leaf (plus m shaped like the params)."""
     tx = adaptive.novograd(0.01)
     _, states = run_gradflow(tx, steps=2, with_states=True)
-    moments = [n for n in jax.tree.leaves(states[-1], is_leaf=lambda x: isinstance(x, am.LayerSecondMomentState))]
-    (layer,) = [n for n in moments if isinstance(n, am.LayerSecondMomentState)]
-    assert all(np.shape(v) == () for v in jax.tree.leaves(layer.moment))
-    assert set(layer.moment) == set(THETA0)
+    state = states[-1][0]  # optax's layout: ScaleByNovogradState(count, mu, nu)
+    assert isinstance(state, am.ScaleByNovogradState)
+    assert all(np.shape(v) == () for v in jax.tree.leaves(state.nu))
+    assert set(state.nu) == set(THETA0)
+    assert all(np.shape(state.mu[k]) == np.shape(THETA0[k]) for k in THETA0)
 
 
 # --- the algebra: each rule is a branch that can be swapped --------------------------------------------
 
 
 def _replace_in_tree(tx: Any, old_type: type, new: Any) -> Any:
-    """``tx`` with every sub-transform of type ``old_type`` replaced by ``new`` (a structural edit)."""
+    """``tx`` with every sub-transform of type ``old_type`` replaced by ``new`` (a structural edit).
+
+    A composite presenting optax's layout is replaced by its edited inner chain: the edit is another
+    algorithm, whose state is the plain nest of its primitives' states."""
     if isinstance(tx, old_type):
         return new
+    if isinstance(tx, gf.Composite):
+        return _replace_in_tree(tx.inner, old_type, new)
     if isinstance(tx, gf.Chain):
         return gf.chain(*(_replace_in_tree(t, old_type, new) for t in tx.transforms))
     if isinstance(tx, gf.Combine):
@@ -452,7 +458,7 @@ def test_novograd_updates_keep_the_gradient_dtype_with_a_low_precision_mu():
     ours = am.scale_by_novograd(mu_dtype=jnp.bfloat16)
     updates, state = ours.update(grads, ours.init(params), params)
     assert updates["w"].dtype == jnp.float32
-    assert {x.dtype for x in jax.tree.leaves(state[-1])} == {jnp.dtype(jnp.bfloat16)}
+    assert {x.dtype for x in jax.tree.leaves(state.mu)} == {jnp.dtype(jnp.bfloat16)}
     theirs = optax.scale_by_novograd(mu_dtype=jnp.bfloat16)
     assert theirs.update(grads, theirs.init(params), params)[0]["w"].dtype == jnp.bfloat16
 

@@ -351,11 +351,11 @@ ERRORS = [
         ),
         (
             _traced(lambda: gf.sgd(LR, momentum=0.9).update(G, gf.adam(LR).init(P), P)),
-            r"chain: transform 0 \(EWMA\) got a tuple as its state, which has no field 'mean'",
+            r"a transform whose state is a TraceState got a ScaleByAdamState as its state; pass the state",
         ),
         (
             _traced(lambda: gf.adagrad(LR).update(G, gf.sgd(LR, momentum=0.9).init(P), P)),
-            r"combine \(divide\) of two branches got a EWMAState of length 1 as its state",
+            r"a transform whose state is a ScaleByRssState got a TraceState as its state",
         ),
         (
             _traced(lambda: gf.rmsprop(LR).update(G, gf.adam(LR).init(P), P)),
@@ -498,7 +498,7 @@ def non_finite_gradient_with_apply_if_finite_every_optimizer():
     def run(inners):
         results = {}
         for name, inner in inners.items():
-            tx = gf.apply_if_finite(inner)
+            tx = gf.apply_if_finite(inner, max_consecutive_errors=5)
             start = tx.init(P)
             skipped = [tx.update(g, start, P, grad_fn=grad) for g in bad]
             after = tx.update(G, skipped[-1][1], P, grad_fn=grad)
@@ -518,7 +518,9 @@ def non_finite_gradient_with_apply_if_finite_every_optimizer():
 
 def nan_param_with_apply_if_finite():
     """A finite gradient but a NaN parameter: AdamW's weight decay would write NaN, so the step is skipped."""
-    updates, state = _step(gf.apply_if_finite(gf.adamw(LR, weight_decay=0.1)), G, _with_nan(P))
+    updates, state = _step(
+        gf.apply_if_finite(gf.adamw(LR, weight_decay=0.1), max_consecutive_errors=5), G, _with_nan(P)
+    )
     assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(updates))
     assert int(state.notfinite_count) == 1
 
@@ -539,19 +541,19 @@ def apply_if_finite_inside_scan():
 
         return jax.lax.scan(body, (P, tx.init(P)), gs)[0]
 
-    (guarded, state), (plain, _) = run(gf.apply_if_finite(inner), stacked), run(inner, finite)
+    (guarded, state), (plain, _) = run(gf.apply_if_finite(inner, max_consecutive_errors=5), stacked), run(inner, finite)
     assert int(state.total_notfinite) == 2 and all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(guarded))
     for a, b in zip(jax.tree.leaves(guarded), jax.tree.leaves(plain)):
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
 def clip_by_global_norm_non_finite():
-    """Documented: a NaN or Inf norm gives zero updates (counted in ClipState), not NaN updates."""
+    """Documented: a NaN or Inf norm gives zero updates, not NaN updates."""
     tx = gf.chain(gf.clip_by_global_norm(1.0), gf.sgd(LR))
     for value in (jnp.nan, jnp.inf):
         updates, state = _step(tx, _with_nan(G, value))
         assert _bitwise_equal(gf.apply_updates(P, updates), P)
-        assert int(state[0].nonfinite_count) == 1
+        assert state[0] == gf.ClipState()
 
 
 def zero_nans_before_adam():
@@ -571,7 +573,7 @@ def zero_nans_lets_inf_through():
     tx = gf.chain(gf.zero_nans(), gf.adam(LR))
     updates, _ = _step(tx, _with_nan(G, jnp.inf))
     assert np.isnan(updates["dense"]["w"][0, 0]) and np.isfinite(np.asarray(updates["dense"]["w"]).ravel()[1:]).all()
-    guarded = gf.apply_if_finite(tx)
+    guarded = gf.apply_if_finite(tx, max_consecutive_errors=5)
     updates, _ = _step(guarded, _with_nan(G, jnp.inf))
     assert _bitwise_equal(gf.apply_updates(P, updates), P)
 
@@ -625,7 +627,7 @@ def schedule_turns_nan_mid_run():
     plain, _ = _run_steps(gf.sgd(schedule, momentum=0.9), 4)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(plain[1]))
     assert all(np.isnan(np.asarray(x)).all() for x in jax.tree.leaves(plain[2]))
-    guarded, state = _run_steps(gf.apply_if_finite(gf.sgd(schedule, momentum=0.9)), 4)
+    guarded, state = _run_steps(gf.apply_if_finite(gf.sgd(schedule, momentum=0.9), max_consecutive_errors=5), 4)
     assert _bitwise_equal(guarded[3], guarded[1])
     for a, b in zip(jax.tree.leaves(guarded[1]), jax.tree.leaves(plain[1])):
         np.testing.assert_allclose(a, b, rtol=1e-6)
@@ -724,7 +726,7 @@ def low_precision_params_keep_dtypes_in_scan():
         gf.adadelta(f32(1.0), rho=f32(0.9)),
         gf.adam(gf.linear_schedule(LR, 0.0, 10), b1=gf.linear_schedule(0.8, 0.9, 5)),
         gf.inject_hyperparams(gf.amsgrad)(learning_rate=f32(LR)),
-        gf.apply_if_finite(gf.sgd(f32(LR), momentum=f32(0.9))),
+        gf.apply_if_finite(gf.sgd(f32(LR), momentum=f32(0.9)), max_consecutive_errors=5),
     ):
         assert _scan_signatures(tx, params, g)[:2] == (True, True), tx
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import gradflow as gf
@@ -14,7 +15,7 @@ def test_hyperparameters_are_leaves_and_options_are_static():
     tx = gf.adam(0.1, b1=0.8, mu_dtype=jnp.bfloat16)
     leaves = jax.tree.leaves(tx)
     assert 0.1 in leaves and 0.8 in leaves
-    ewma = tx.transforms[0].first.transforms[0]
+    ewma = tx.transforms[0].inner.first.transforms[0]
     assert ewma.dtype == jnp.bfloat16 and ewma.kind == "average"
     doubled = jax.tree.map(lambda x: 2 * x, tx)
     assert isinstance(doubled, gf.Chain) and 0.2 in jax.tree.leaves(doubled)
@@ -26,10 +27,16 @@ def test_transforms_are_hashable_and_compare_by_value():
     assert gf.adamw(1e-3) != gf.adamw(2e-3)
 
 
-def test_chain_flattens_nested_chains():
+def test_nested_chains_keep_their_state_tuple_as_in_optax():
+    """optax.chain nests: a chain inside a chain keeps its own state tuple (opt_state[1][0].mu in optax code)."""
     a, b, c = gf.clip(1.0), gf.scale(2.0), gf.sign()
-    assert gf.chain(gf.chain(a, b), c) == gf.chain(a, gf.chain(b, c)) == gf.chain(a, b, c)
     assert gf.chain(a, b, c).transforms == (a, b, c)
+    assert gf.chain(gf.chain(a, b), c).transforms == (gf.chain(a, b), c)
+    params = jnp.zeros(2)
+    nested = gf.chain(gf.clip_by_global_norm(1.0), gf.sgd(0.1, momentum=0.9)).init(params)
+    optax_nested = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.1, momentum=0.9)).init(params)
+    assert jax.tree.structure(nested).num_leaves == jax.tree.structure(optax_nested).num_leaves == 1
+    assert len(nested) == len(optax_nested) == 2 and len(nested[1]) == len(optax_nested[1]) == 2
 
 
 def test_chain_applies_in_order():
@@ -113,7 +120,7 @@ def test_none_leaves_are_skipped_by_stateful_transforms():
 
 
 def test_counters_are_int32_and_saturate():
-    tx = gf.bias_correction(0.9)
+    tx = gf.debias(0.9)
     top = jnp.iinfo(jnp.int32).max
     _, state = tx.update(jnp.ones(1), type(tx.init(None))(jnp.array(top - 1, jnp.int32)))
     _, state = tx.update(jnp.ones(1), state)

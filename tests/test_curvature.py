@@ -29,10 +29,10 @@ from gradflow.second_order import (
     gnvp,
     hessian,
     hessian_from_grad,
-    hvp,
     hvp_from_grad,
     scale_by_curvature_step,
 )
+from gradflow.second_order.curvature import hvp  # gradflow.second_order.hvp is optax's (loss, v, params, ...)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ def test_adam_moment_dtypes(param_dtype):
     params = jnp.ones(3, param_dtype)
     tx = gf.adam(0.1, mu_dtype=jnp.bfloat16, nu_dtype=jnp.float32)
     state = tx.init(params)
-    mu, nu = state[0][0][0].mean, state[0][1][1].mean
+    mu, nu = state[0].mu, state[0].nu
     assert mu.dtype == jnp.bfloat16 and nu.dtype == jnp.float32
     updates, new_state = tx.update(jnp.full(3, 0.5, param_dtype), state, params)
     assert updates.dtype == param_dtype
@@ -31,7 +31,7 @@ def test_adam_moment_dtypes(param_dtype):
 def test_default_buffers_follow_param_dtype():
     params = {"a": jnp.ones(3, jnp.bfloat16), "b": jnp.ones(3, jnp.float32)}
     state = gf.adam(0.1).init(params)
-    dtypes = {x.dtype for x in jax.tree.leaves(state[0][0][0].mean)}
+    dtypes = {x.dtype for x in jax.tree.leaves(state[0].mu)}
     assert dtypes == {jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)}
 
 
@@ -60,4 +60,4 @@ def test_state_dtype_does_not_drift_with_float32_array_hyperparameters():
         return state, updates
 
     state, updates = jax.lax.scan(body, tx.init(params), length=3)
-    assert updates.dtype == jnp.bfloat16 and state[0].mean.dtype == jnp.bfloat16
+    assert updates.dtype == jnp.bfloat16 and state[0].trace.dtype == jnp.bfloat16

@@ -151,18 +151,18 @@ def test_custom_decay_rate_fn_matches_reference():
 
 
 def test_factored_state_holds_rows_and_columns_only():
-    """The memory claim: a factored leaf keeps |rows| + |columns| numbers; unused entries are empty."""
+    """The memory claim: a factored leaf keeps |rows| + |columns| numbers; unused entries are (1,) placeholders."""
     tx = adaptive.adafactor(0.05, min_dim_size_to_factor=2)
     _, states = run_gradflow(tx, steps=2, with_states=True)
     nodes = jax.tree.leaves(states[-1], is_leaf=lambda x: isinstance(x, fa.FactoredState))
     (state,) = [n for n in nodes if isinstance(n, fa.FactoredState)]
     shapes = {k: (np.shape(state.v_row[k]), np.shape(state.v_col[k]), np.shape(state.v[k])) for k in THETA0}
     assert shapes == {
-        "a": ((0,), (0,), (3,)),
-        "b": ((2,), (3,), (0,)),
-        "w": ((2,), (4,), (0,)),
-        "t": ((2, 1), (1, 3), (0,)),
-        "c": ((0,), (0,), ()),
+        "a": ((1,), (1,), (3,)),
+        "b": ((2,), (3,), (1,)),
+        "w": ((2,), (4,), (1,)),
+        "t": ((2, 1), (1, 3), (1,)),
+        "c": ((1,), (1,), ()),
     }
 
 
@@ -306,13 +306,13 @@ def test_momentum_keeps_the_gradient_dtype():
     assert theirs.update(grads, theirs.init(params), params)[0]["w"].dtype == jnp.float32
 
 
-def test_unused_statistics_are_empty_arrays():
-    """optax stores a (1,)-shaped placeholder for each unused statistic; gradflow an empty (0,) array."""
+def test_unused_statistics_are_placeholders_as_in_optax():
+    """Each unused statistic is a (1,)-shaped placeholder, as optax stores it (so checkpoints match)."""
     params = {"m": jnp.ones((4, 3)), "v": jnp.ones(5)}
     ours = fa.factored_ewma(0.5, min_dim_size_to_factor=2).init(params)
-    assert ours.v["m"].shape == ours.v_row["v"].shape == ours.v_col["v"].shape == (0,)
+    assert ours.v["m"].shape == ours.v_row["v"].shape == ours.v_col["v"].shape == (1,)
     theirs = optax.scale_by_factored_rms(min_dim_size_to_factor=2).init(params)
-    assert theirs.v["m"].shape == (1,)
+    assert theirs.v["m"].shape == theirs.v_row["v"].shape == theirs.v_col["v"].shape == (1,)
 
 
 # --- construction and call errors -----------------------------------------------------------------

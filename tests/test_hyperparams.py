@@ -109,7 +109,7 @@ def test_gradient_flows_into_schedule_parameters():
 
 def test_state_without_schedule_state_is_a_clear_error():
     tx = gf.scale_by_learning_rate(Harmonic(0.1, 1.0))
-    with pytest.raises(ValueError, match=r"learning_rate are schedules.*ScheduleState"):
+    with pytest.raises(ValueError, match=r"ScheduleState that init returned.*EmptyState"):
         tx.update({"w": jnp.ones(1)}, gf.EmptyState())
 
 
@@ -150,9 +150,16 @@ def test_inject_hyperparams_with_a_schedule_writes_its_value_to_the_state():
 def test_inject_hyperparams_keeps_non_numeric_arguments_static():
     tx = gf.inject_hyperparams(gf.adam)(learning_rate=0.1, nu_dtype=jnp.bfloat16)
     state = tx.init({"w": jnp.ones(2)})
-    assert set(state.hyperparams) == {"learning_rate"}
-    assert {x.dtype for x in jax.tree.leaves(state.inner)} == {jnp.dtype(t) for t in ("float32", "bfloat16", "int32")}
+    # the factory's numeric defaults are injected too, as optax does (its signature is bound with defaults)
+    assert set(state.hyperparams) == {"learning_rate", "b1", "b2", "eps", "eps_root"}
+    assert set(state.hyperparams) == set(optax.inject_hyperparams(optax.adam)(0.1).init({"w": jnp.ones(2)}).hyperparams)
+    assert {x.dtype for x in jax.tree.leaves(state.inner_state)} == {
+        jnp.dtype(t) for t in ("float32", "bfloat16", "int32")
+    }
+    assert dict(tx.static_kwargs)["nu_dtype"] == jnp.bfloat16
     tx = gf.inject_hyperparams(gf.sgd, static_args=("momentum",))(learning_rate=0.1, momentum=0.9)
+    assert set(tx.init(jnp.ones(1)).hyperparams) == {"learning_rate"}
+    tx = gf.inject_hyperparams(gf.sgd, static_args="momentum")(learning_rate=0.1, momentum=0.9)  # a str, as optax
     assert set(tx.init(jnp.ones(1)).hyperparams) == {"learning_rate"}
 
 
@@ -183,9 +190,229 @@ def test_errors_name_what_exists():
     state = gf.inject_hyperparams(gf.sgd)(learning_rate=0.1).init(jnp.ones(1))
     with pytest.raises(KeyError, match="'momentum' in this injected state; it has: learning_rate"):
         gf.set_hyperparam(state, "momentum", 0.9)
-    with pytest.raises(TypeError, match="by keyword"):
-        gf.inject_hyperparams(gf.sgd)(0.1)
+    with pytest.raises(TypeError, match="too many positional arguments"):  # positional ones bind, as in optax
+        gf.inject_hyperparams(gf.sgd)(0.1, None, False, None, 3.0)
     with pytest.raises(ValueError, match="learning_rate must be in"):
         gf.inject_hyperparams(gf.sgd)(learning_rate=-1.0)
-    with pytest.raises(ValueError, match="needs the InjectHyperparamsState"):
+    with pytest.raises(ValueError, match="needs the InjectStatefulHyperparamsState"):
         gf.inject_hyperparams(gf.sgd)(learning_rate=0.1).update(jnp.ones(1), gf.EmptyState())
+    with pytest.raises(ValueError, match=r"static_args must name arguments of inner_factory, got \['lr'\]"):
+        gf.inject_hyperparams(gf.sgd, static_args=("lr",))
+    with pytest.raises(TypeError, match="hyperparam_dtype must be a dtype or None"):
+        gf.inject_hyperparams(gf.sgd, hyperparam_dtype="not a dtype")
+    with pytest.raises(TypeError, match="inner_factory must be a function"):
+        gf.inject_hyperparams(0.1)
+    scheduled = gf.inject_hyperparams(gf.sgd)(learning_rate=Harmonic(1.0, 1.0)).init(jnp.ones(1))
+    with pytest.raises(ValueError, match="learning_rate is scheduled in this state"):
+        gf.set_hyperparam(scheduled, "learning_rate", 0.5)
+
+
+# --- optax's layout, arguments and stateful schedules ----------------------------------------------------------------
+
+
+def describe(tree):
+    """The layout of a state: class names and field names of its nodes, shapes and dtypes of its leaves."""
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return (type(tree).__name__, {f: describe(getattr(tree, f)) for f in tree._fields})
+    if isinstance(tree, (tuple, list)):
+        return [describe(x) for x in tree]
+    if isinstance(tree, dict):
+        return {k: describe(v) for k, v in tree.items()}
+    return None if tree is None else (jnp.shape(tree), str(jnp.result_type(tree)))
+
+
+def key_paths(tree):
+    return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+class CountingSchedule:
+    """A stateful schedule (optax's protocol) that is not a pytree: value0 / (1 + number of updates with a value)."""
+
+    def __init__(self, value0):
+        self.value0 = value0
+
+    def init(self):
+        return {"seen": jnp.zeros([], jnp.int32)}
+
+    def update(self, state, **extra_args):
+        return {"seen": state["seen"] + ("value" in extra_args)}
+
+    def __call__(self, state, **extra_args):
+        return self.value0 / (1.0 + state["seen"])
+
+
+def test_inject_hyperparams_state_layout_and_numbers_are_optax():
+    """A scheduled, a stateful-scheduled and a number hyperparameter: optax's state at every step, its numbers."""
+    params = {"w": jnp.array([1.0, -2.0, 3.0]), "b": jnp.array(0.5)}
+    schedule = optax.linear_schedule(0.1, 0.01, 4)
+    ours = gf.inject_hyperparams(gf.adam)(schedule, b1=CountingSchedule(0.9), b2=np.float64(0.99))
+    theirs = optax.inject_hyperparams(optax.adam)(schedule, b1=CountingSchedule(0.9), b2=np.float64(0.99))
+    s1, s2 = ours.init(params), theirs.init(params)
+    assert describe(s1) == describe(s2) and key_paths(s1) == key_paths(s2)
+    assert type(s1) is gf.InjectStatefulHyperparamsState
+    assert describe(s1.hyperparams_states["learning_rate"]) == ("WrappedScheduleState", {"count": ((), "int32")})
+    p1 = p2 = params
+    for t in range(STEPS):
+        grads = jax.tree.map(jnp.sin, p1)
+        u1, s1 = ours.update(grads, s1, p1, value=jnp.float32(t))
+        u2, s2 = theirs.update(grads, s2, p2, value=jnp.float32(t))
+        assert describe(s1) == describe(s2)
+        for a, b in zip(jax.tree.leaves((u1, s1)), jax.tree.leaves((u2, s2))):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=f"step {t}")
+        p1, p2 = gf.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+    assert int(s1.hyperparams_states["b1"]["seen"]) == STEPS
+
+
+def test_optax_checkpoint_restores_into_gradflow_and_back(tmp_path):
+    """orbax: an optax inject_hyperparams(adam) state saved mid-run restores into gradflow's template, and the
+    next steps equal optax's; gradflow's state restores into optax's template."""
+    ocp = pytest.importorskip("orbax.checkpoint")
+    params = {"w": jnp.array([1.0, -2.0, 3.0])}
+    ours = gf.inject_hyperparams(gf.adam)(learning_rate=optax.exponential_decay(0.1, 2, 0.5), b1=0.8)
+    theirs = optax.inject_hyperparams(optax.adam)(learning_rate=optax.exponential_decay(0.1, 2, 0.5), b1=0.8)
+    state = theirs.init(params)
+    for _ in range(3):
+        state = theirs.update(params, state, params)[1]
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(tmp_path / "optax", state)
+        checkpointer.save(tmp_path / "ours", ours.update(params, ours.init(params), params)[1])
+    with ocp.StandardCheckpointer() as checkpointer:
+        restored = checkpointer.restore(tmp_path / "optax", jax.eval_shape(ours.init, params))
+        back = checkpointer.restore(tmp_path / "ours", jax.eval_shape(theirs.init, params))
+    assert type(restored) is gf.InjectStatefulHyperparamsState and int(restored.count) == 3
+    assert int(back.count) == 1 and type(back).__module__.startswith("optax")
+    u1, _ = ours.update(params, restored, params)
+    u2, _ = theirs.update(params, state, params)
+    np.testing.assert_allclose(u1["w"], u2["w"], rtol=1e-6)
+
+
+def test_inject_hyperparams_binds_positional_arguments_and_defaults_like_optax():
+    params = jnp.array([1.0, 2.0])
+    by_position = gf.inject_hyperparams(gf.sgd)(0.1, 0.9)
+    by_keyword = gf.inject_hyperparams(gf.sgd)(learning_rate=0.1, momentum=0.9)
+    reference = optax.inject_hyperparams(optax.sgd)(0.1, 0.9)
+    for tx in (by_position, by_keyword):
+        state = tx.init(params)
+        assert set(state.hyperparams) == {"learning_rate", "momentum"}
+        assert describe(state.hyperparams) == describe(reference.init(params).hyperparams)
+        u, _ = tx.update(params, state, params)
+        np.testing.assert_allclose(u, reference.update(params, reference.init(params), params)[0], rtol=1e-6)
+    assert gf.inject_hyperparams(gf.sgd).__name__ == "sgd"  # functools.wraps, as optax
+
+
+def test_hyperparam_dtype_follows_the_params_at_least_float32():
+    """Floats are injected in the parameters' highest dtype, at least float32; optax keeps bfloat16, where
+    Adam's b2 = 0.999 rounds to 1.0 and the first update is NaN (documented difference)."""
+    bf16 = {"w": jnp.ones(2, jnp.bfloat16)}
+    state = gf.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9).init(bf16)
+    assert state.hyperparams["learning_rate"].dtype == jnp.float32
+    assert optax.inject_hyperparams(optax.sgd)(learning_rate=0.1).init(bf16).hyperparams["learning_rate"].dtype == (
+        jnp.bfloat16
+    )
+    ours, theirs = gf.inject_hyperparams(gf.adam)(learning_rate=0.1), optax.inject_hyperparams(optax.adam)(0.1)
+    u_ours, s_ours = ours.update(bf16, ours.init(bf16), bf16)
+    u_theirs, s_theirs = theirs.update(bf16, theirs.init(bf16), bf16)
+    assert float(s_theirs.hyperparams["b2"]) == 1.0 and not np.isfinite(np.asarray(u_theirs["w"], np.float32)).all()
+    assert float(s_ours.hyperparams["b2"]) == pytest.approx(0.999) and u_ours["w"].dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(u_ours["w"], np.float32), -0.1, rtol=1e-2)
+    for inject in (gf.inject_hyperparams, optax.inject_hyperparams):  # an explicit dtype is used as given
+        state = inject(optax.sgd, hyperparam_dtype=jnp.bfloat16)(learning_rate=0.1).init({"w": jnp.ones(2)})
+        assert state.hyperparams["learning_rate"].dtype == jnp.bfloat16
+    mixed = {"w": jnp.ones(2, jnp.bfloat16), "b": jnp.ones(1, jnp.float32)}
+    assert (
+        gf.inject_hyperparams(gf.sgd)(learning_rate=0.1).init(mixed).hyperparams["learning_rate"].dtype == jnp.float32
+    )
+    with jax.enable_x64(True):
+        state = gf.inject_hyperparams(gf.sgd)(learning_rate=0.1).init(jnp.ones(2, jnp.float64))
+        assert state.hyperparams["learning_rate"].dtype == jnp.float64
+    state = gf.inject_hyperparams(gf.sgd)(learning_rate=0.1).init(jnp.ones(2))
+    _, new = jax.jit(gf.inject_hyperparams(gf.sgd)(learning_rate=0.1).update)(jnp.ones(2), state)  # params=None
+    assert describe(new) == describe(state)  # the dtype stays the state's
+
+
+def _loss_after_steps(tx, state, steps=3):
+    p = jnp.array([1.0, -2.0])
+    for _ in range(steps):
+        u, state = tx.update(2 * p + 0.3, state, p)
+        p = gf.apply_updates(p, u)
+    return jnp.sum(p**2)
+
+
+def test_hypergradient_through_injected_learning_rate():
+    """jax.grad of the loss after 3 steps with respect to the learning rate: through the number given to the
+    factory, and through state.hyperparams (meta-learning); both equal optax's and central differences."""
+    params = jnp.array([1.0, -2.0])
+
+    def via_argument(lr, inject, factory):
+        tx = inject(factory)(learning_rate=lr, momentum=0.9)
+        return _loss_after_steps(tx, tx.init(params))
+
+    def via_state(lr, inject, factory):
+        tx = inject(factory)(learning_rate=0.5, momentum=0.9)
+        state = tx.init(params)
+        state.hyperparams["learning_rate"] = lr  # optax's idiom
+        return _loss_after_steps(tx, state)
+
+    lr, h = jnp.float32(0.05), 1e-3
+    for fn in (via_argument, via_state):
+        ours = jax.grad(fn)(lr, gf.inject_hyperparams, gf.sgd)
+        theirs = jax.grad(fn)(lr, optax.inject_hyperparams, optax.sgd)
+        numeric = (fn(lr + h, gf.inject_hyperparams, gf.sgd) - fn(lr - h, gf.inject_hyperparams, gf.sgd)) / (2 * h)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+        np.testing.assert_allclose(ours, numeric, rtol=1e-2)
+        assert abs(float(ours)) > 1.0  # not vacuous
+    # a jitted meta-step: the gradient with respect to the state's hyperparameter
+    tx = gf.inject_hyperparams(gf.sgd)(learning_rate=0.05, momentum=0.9)
+    state = tx.init(params)
+    meta = jax.jit(jax.grad(lambda hp: _loss_after_steps(tx, state._replace(hyperparams=hp))))(state.hyperparams)
+    expected = jax.grad(via_state)(lr, gf.inject_hyperparams, gf.sgd)
+    np.testing.assert_allclose(meta["learning_rate"], expected, rtol=1e-6)
+
+
+def test_injected_optimizer_compiles_once_and_is_scan_stable():
+    traces = []
+
+    @jax.jit
+    def step(tx, params, state):
+        traces.append(None)
+        updates, state = tx.update(params, state, params)
+        return gf.apply_updates(params, updates), state
+
+    params = jnp.array([1.0, 2.0])
+    for lr in (0.1, 0.3):
+        tx = gf.inject_hyperparams(gf.adam)(learning_rate=lr, b1=Harmonic(0.9, 0.1))
+        step(tx, params, tx.init(params))
+    assert len(traces) == 1
+    state = tx.init(params)
+    (_, final), _ = jax.lax.scan(lambda c, _: (step(tx, *c), None), (params, state), None, length=4)
+    assert describe(final) == describe(state) and int(final.count) == 4
+    assert int(final.hyperparams_states["b1"].count) == 4
+
+
+def test_wrapped_schedule_and_the_deprecated_names():
+    wrapped = gf.WrappedSchedule(Harmonic(1.0, 1.0))
+    assert isinstance(wrapped, gf.StatefulSchedule) and isinstance(wrapped, optax.schedules.StatefulSchedule)
+    state = wrapped.update(wrapped.update(wrapped.init()))
+    assert float(wrapped(state)) == pytest.approx(1.0 / 3.0)
+    assert jax.tree.leaves(wrapped) == [1.0, 1.0]  # a gradflow schedule stays data
+    tx = gf.inject_hyperparams(gf.sgd)(learning_rate=wrapped)
+    s = tx.init(jnp.ones(1))
+    _, s = tx.update(jnp.ones(1), s)
+    _, s = tx.update(jnp.ones(1), s)
+    assert float(s.hyperparams["learning_rate"]) == pytest.approx(0.5)
+    with pytest.warns(DeprecationWarning, match="inject_stateful_hyperparams is deprecated"):
+        old = gf.inject_stateful_hyperparams(gf.sgd)(learning_rate=0.1)
+    assert describe(old.init(jnp.ones(1))) == describe(
+        gf.inject_hyperparams(gf.sgd)(learning_rate=0.1).init(jnp.ones(1))
+    )
+    assert gf.InjectHyperparamsState._fields == optax.InjectHyperparamsState._fields
+    assert gf.InjectStatefulHyperparamsState._fields == optax.InjectStatefulHyperparamsState._fields
+    legacy = gf.InjectHyperparamsState(jnp.int32(0), {"learning_rate": jnp.float32(0.1)}, ())
+    assert float(gf.get_hyperparam(gf.set_hyperparam(legacy, "learning_rate", 0.5), "learning_rate")) == 0.5
+
+
+def test_inject_hyperparams_signature_is_optax():
+    from conftest import assert_signature_matches
+
+    assert_signature_matches(gf.inject_hyperparams, optax.inject_hyperparams)
+    assert_signature_matches(gf.inject_stateful_hyperparams, optax.inject_stateful_hyperparams)

@@ -1,8 +1,9 @@
 """L-BFGS against independent references.
 
 - the two-loop recursion (Nocedal & Wright, Algorithm 7.4) against a NumPy float64 implementation with
-  a deque of pairs, step by step, on a pytree of two leaves, through the ring buffer's wrap-around and
-  with pairs of negative curvature that must be skipped;
+  a deque of the last steps' pairs, step by step, on a pytree of two leaves, through the ring buffer's
+  wrap-around and with pairs of negative curvature that must be skipped;
+- the state against optax's, slot for slot (its layout: ``memory_size`` rows, no pair counter);
 - ``scale_by_lbfgs`` and ``lbfgs`` against optax's numbers where the rule is the same (float32 and float64);
 - ``lbfgs`` against ``scipy.optimize.minimize`` (L-BFGS-B and BFGS) on Rosenbrock, Himmelblau, Matyas and
   Zakharov: the same minimiser and iteration counts in the same concrete range;
@@ -24,7 +25,7 @@ import scipy.optimize
 from conftest import loss, make_params
 
 import gradflow as gf
-from gradflow.second_order.lbfgs import lbfgs, scale_by_lbfgs
+from gradflow.second_order.lbfgs import ScaleByLBFGSState, lbfgs, scale_by_lbfgs
 from gradflow.second_order.linesearch import scale_by_backtracking_linesearch, scale_by_zoom_linesearch
 from gradflow.second_order.minimize import minimize
 
@@ -50,32 +51,46 @@ def zakharov(w):
 
 
 class NumpyLBFGS:
-    """Algorithm 7.4 of Nocedal & Wright in float64 on flat vectors, with the pair rule of scale_by_lbfgs."""
+    """Algorithm 7.4 of Nocedal & Wright in float64 on flat vectors, with the pair rule of scale_by_lbfgs.
+
+    The memory holds one entry per step of the last ``memory_size`` steps: the pair (s, y, ρ), or ``None``
+    where there was no pair (the first step) or it was skipped (⟨s, y⟩ ≤ ε⟨y, y⟩).
+    """
 
     def __init__(self, memory_size, scale_init_precond):
-        self.pairs = collections.deque(maxlen=memory_size)
+        self.entries = collections.deque(maxlen=memory_size)
         self.scale_init_precond = scale_init_precond
         self.previous = None
+        self.skipped = 0
+
+    @property
+    def pairs(self):
+        return [entry for entry in self.entries if entry is not None]
 
     def direction(self, x, g):
+        entry = None
         if self.previous is not None:
             s, y = x - self.previous[0], g - self.previous[1]
             if s @ y > np.finfo(np.float64).eps * (y @ y):
-                self.pairs.append((s, y, 1.0 / (s @ y)))
+                entry = (s, y, 1.0 / (s @ y))
+            else:
+                self.skipped += 1
+        self.entries.append(entry)
         self.previous = (x, g)
+        pairs = self.pairs
         if not self.scale_init_precond:
             gamma = 1.0
-        elif self.pairs:
-            s, y, _ = self.pairs[-1]
+        elif pairs:
+            s, y, _ = pairs[-1]
             gamma = (s @ y) / (y @ y)
         else:
             gamma = min(1.0, 1.0 / np.linalg.norm(g))
         q, alphas = g.copy(), []
-        for s, y, rho in reversed(self.pairs):
+        for s, y, rho in reversed(pairs):
             alphas.append(rho * (s @ q))
             q = q - alphas[-1] * y
         r = gamma * q
-        for (s, y, rho), alpha in zip(self.pairs, reversed(alphas)):
+        for (s, y, rho), alpha in zip(pairs, reversed(alphas)):
             r = r + (alpha - rho * (y @ r)) * s
         return r
 
@@ -98,37 +113,54 @@ def test_two_loop_recursion_matches_numpy_step_by_step(scale_init_precond):
         reference = NumpyLBFGS(3, scale_init_precond)
         point = {"w": jnp.asarray(0.8 * rng.normal(size=(3, 2))), "b": jnp.asarray(0.8 * rng.normal(size=2))}
         state = tx.init(point)
-        skipped = 0
         for _ in range(12):
             g = grad(point)
             direction, state = update(g, state, point)
             expected = reference.direction(np.asarray(flat(point)), np.asarray(flat(g)))
             np.testing.assert_allclose(flat(direction), expected, rtol=1e-11, atol=1e-13)
             assert direction["w"].shape == (3, 2) and direction["w"].dtype == jnp.float64
-            skipped = int(state.count) - 1 - int(state.memory_count)
+            # the ring, newest row first (the update with count k wrote row (k − 1) % 3, and state.count = k + 1
+            # now), holds the reference's entries, newest first
+            rows = [(int(state.count) - 2 - k) % 3 for k in range(len(reference.entries))]
+            rhos = [0.0 if entry is None else entry[2] for entry in reversed(reference.entries)]
+            np.testing.assert_allclose(np.asarray(state.weights_memory)[rows], rhos, rtol=1e-11)
             point = jax.tree.map(lambda p: p + 0.2 * jnp.asarray(rng.normal(size=p.shape)), point)
-        assert int(state.memory_count) > 3  # the ring buffer wrapped around
-        assert skipped >= 2  # pairs of negative curvature were skipped
+        assert len(reference.pairs) + reference.skipped > 3  # the ring buffer wrapped around
+        assert reference.skipped >= 2  # pairs of negative curvature were skipped
 
 
-def test_skipped_pair_leaves_the_memory_unchanged():
-    """A step along which the gradient decreases (⟨s, y⟩ < 0) stores nothing and keeps the previous γ."""
+def test_skipped_pair_leaves_the_stored_pairs_unchanged():
+    """A step along which the gradient decreases (⟨s, y⟩ < 0) stores an empty row and keeps the previous γ."""
     with jax.enable_x64(True):
         tx = scale_by_lbfgs(memory_size=4)
         x0, x1, x2 = jnp.array([0.0, 0.0]), jnp.array([1.0, 0.0]), jnp.array([2.0, 0.0])
         g0, g1, g2 = jnp.array([1.0, 1.0]), jnp.array([3.0, 1.0]), jnp.array([2.0, 1.0])  # ⟨s, y⟩ = 2, then −1
-        _, state = tx.update(g0, tx.init(x0), x0)
-        _, state = tx.update(g1, state, x1)
-        assert int(state.memory_count) == 1
-        direction, skipped = tx.update(g2, state, x2)
-        assert int(skipped.memory_count) == 1 and int(skipped.count) == 3
+        _, state = tx.update(g0, tx.init(x0), x0)  # row 3: empty (no pair at the first step)
+        _, state = tx.update(g1, state, x1)  # row 0: s = (1, 0), y = (2, 0), ρ = 1/2
+        assert np.count_nonzero(state.weights_memory) == 1 and float(state.weights_memory[0]) == 0.5
+        direction, skipped = tx.update(g2, state, x2)  # row 1: empty
+        assert int(skipped.count) == 3 and np.count_nonzero(skipped.weights_memory) == 1
         before = (state.diff_params_memory, state.diff_updates_memory, state.weights_memory)
         after = (skipped.diff_params_memory, skipped.diff_updates_memory, skipped.weights_memory)
         for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
-            np.testing.assert_array_equal(a[:4], b[:4])  # the 4 slots of the ring; row 4 is scratch
-        assert float(skipped.weights_memory[4]) == 0.0
+            np.testing.assert_array_equal(a, b)  # the skipped pair's row was already empty: nothing changed
+        assert float(skipped.weights_memory[1]) == 0.0
         # H·g with the single pair s = (1, 0), y = (2, 0) and γ = ⟨s, y⟩/⟨y, y⟩ = 1/2: H = diag(1/2, 1/2).
         np.testing.assert_allclose(direction, 0.5 * g2, rtol=1e-15)
+
+
+def test_a_skipped_pair_takes_its_steps_slot():
+    """Memory 2: pairs from the steps 1 and 2, a skipped one at step 3: only step 2's pair is left."""
+    with jax.enable_x64(True):
+        tx = scale_by_lbfgs(memory_size=2)
+        xs = [jnp.array([0.0, 0.0]), jnp.array([1.0, 0.0]), jnp.array([1.0, 1.0]), jnp.array([2.0, 1.0])]
+        gs = [jnp.array([0.0, 0.0]), jnp.array([2.0, 0.0]), jnp.array([2.0, 4.0]), jnp.array([1.0, 4.0])]
+        state = tx.init(xs[0])
+        for x, g in zip(xs, gs):
+            direction, state = tx.update(g, state, x)
+        np.testing.assert_array_equal(state.weights_memory, [0.0, 0.25])  # row 0: skipped; row 1: s = (0, 1)
+        # H from the pair s = (0, 1), y = (0, 4) alone, γ = 1/4: H = diag(1/4, 1/4)
+        np.testing.assert_allclose(direction, 0.25 * gs[-1], rtol=1e-15)
 
 
 # --- optax's numbers -------------------------------------------------------------------------------------------------
@@ -152,11 +184,45 @@ def test_scale_by_lbfgs_matches_optax(scale_init_precond):
     theirs_step = jax.jit(lambda b, t: theirs.update(jax.grad(f)(b), t, b))
     a, b = x, x
     s, t = ours.init(a), theirs.init(b)
-    for _ in range(14):
+    assert describe(s) == describe(t)
+    for step in range(14):
         (u, s), (o, t) = ours_step(a, s), theirs_step(b, t)
         np.testing.assert_allclose(u, o, rtol=2e-5, atol=1e-6)
+        for name in ScaleByLBFGSState._fields:  # the state, slot for slot
+            np.testing.assert_allclose(getattr(s[0], name), getattr(t[0], name), rtol=1e-4, atol=1e-6, err_msg=name)
+        assert describe(s) == describe(t), f"step {step}"
         a, b = gf.apply_updates(a, u), optax.apply_updates(b, o)
-    assert int(s[0].memory_count) == 13  # every pair was stored, as optax stores them
+    assert bool(np.all(np.asarray(s[0].weights_memory) > 0))  # every pair was stored, as optax stores them
+
+
+def describe(tree):
+    """The layout of a state: class names and field names of its nodes, shapes and dtypes of its leaves."""
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return (type(tree).__name__, {f: describe(getattr(tree, f)) for f in tree._fields})
+    if isinstance(tree, (tuple, list)):
+        return [describe(x) for x in tree]
+    if isinstance(tree, dict):
+        return {k: describe(v) for k, v in tree.items()}
+    return None if tree is None else (jnp.shape(tree), str(jnp.result_type(tree)))
+
+
+def test_state_layout_is_optax_and_an_optax_state_continues_in_gradflow():
+    """ScaleByLBFGSState has optax's fields and shapes (pytree params); an optax state taken mid-run gives
+    optax's next directions in gradflow."""
+    assert ScaleByLBFGSState._fields == optax.ScaleByLBFGSState._fields
+    params = make_params()
+    assert describe(scale_by_lbfgs(5).init(params)) == describe(optax.scale_by_lbfgs(5).init(params))
+    f, x = quadratic_problem(jnp.float32)
+    ours, theirs = scale_by_lbfgs(3), optax.scale_by_lbfgs(3)
+    t = theirs.init(x)
+    for _ in range(5):
+        o, t = theirs.update(jax.grad(f)(x), t, x)
+        x = x - 0.3 * o
+    mine = ScaleByLBFGSState(*t)
+    for _ in range(4):
+        (u, mine), (o, t) = ours.update(jax.grad(f)(x), mine, x), theirs.update(jax.grad(f)(x), t, x)
+        np.testing.assert_allclose(u, o, rtol=2e-5, atol=1e-6)
+        x = x - 0.3 * o
 
 
 @pytest.mark.parametrize("f", [rosenbrock, zakharov], ids=lambda f: f.__name__)

@@ -144,10 +144,12 @@ def test_state_holds_the_key_and_is_scan_stable():
     state = tx.init(g)
     assert isinstance(state, AddNoiseState)
     _, new_state = _update(tx, g, state)
-    assert not np.array_equal(new_state.key, state.key)
+    assert not np.array_equal(jax.random.key_data(new_state.rng_key), jax.random.key_data(state.rng_key))
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(new_state)):
         assert (a.shape, a.dtype) == (b.shape, b.dtype)
-    assert state.key.shape == (4,) and state.key.dtype == jnp.uint32  # the rbg implementation's key data
+    assert state.rng_key.shape == () and jax.dtypes.issubdtype(state.rng_key.dtype, jax.dtypes.prng_key)
+    assert jax.random.key_data(state.rng_key).shape == (4,)  # the rbg implementation's key data
+    assert str(jax.random.key_impl(state.rng_key)) == "rbg"
 
 
 def test_jit_equals_eager():
@@ -156,8 +158,9 @@ def test_jit_equals_eager():
     state = tx.init(g)
     eager = tx.update(g, state)
     jitted = _update(tx, g, state)
+    raw = lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
     for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
-        np.testing.assert_allclose(a, b, rtol=1e-6)
+        np.testing.assert_allclose(raw(a), raw(b), rtol=1e-6)
 
 
 def test_vmap_over_keys_gives_each_key_its_own_noise():
@@ -187,6 +190,7 @@ def test_matches_optax_add_noise_for_the_same_key():
         for a, b in zip(jax.tree.leaves(u1), jax.tree.leaves(u2)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         assert int(s1.count) == int(s2.count)
+        np.testing.assert_array_equal(jax.random.key_data(s1.rng_key), jax.random.key_data(s2.rng_key))
 
 
 # --- dtypes -----------------------------------------------------------------------------------------------
@@ -202,7 +206,7 @@ def test_bfloat16_updates_stay_bfloat16_with_float32_noise():
     for a, b in zip(out16, out32):
         assert a.dtype == jnp.bfloat16
         np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b.astype(jnp.bfloat16), np.float32))
-    assert state16.count.dtype == jnp.int32 and state16.key.dtype == jnp.uint32
+    assert state16.count.dtype == jnp.int32 and jax.dtypes.issubdtype(state16.rng_key.dtype, jax.dtypes.prng_key)
 
 
 def test_none_leaves_pass_through():
@@ -220,7 +224,6 @@ def test_none_leaves_pass_through():
         (lambda: add_noise(-0.1, 0.55, key=0), ValueError, r"add_noise: eta must be in \[0.0, inf\)"),
         (lambda: add_noise(0.1, -1.0, key=0), ValueError, r"add_noise: gamma must be in \[0.0, inf\)"),
         (lambda: add_noise(float("nan"), 0.55, key=0), ValueError, r"eta must be in"),
-        (lambda: add_noise(0.1, 0.55), ValueError, r"add_noise: pass key"),
         (lambda: add_noise(0.1, 0.55, key=0, seed=1), ValueError, r"only one of key and seed"),
         (lambda: add_noise(0.1, 0.55, key=1.5), TypeError, r"add_noise: key must be"),
         (lambda: add_noise(0.1, 0.55, key=True), TypeError, r"add_noise: key must be"),
@@ -231,3 +234,47 @@ def test_none_leaves_pass_through():
 def test_bad_arguments_are_rejected(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+# --- optax's state layout and signature -------------------------------------------------------------------
+
+
+def test_state_layout_and_signature_are_optax(tmp_path):
+    """AddNoiseState(count, rng_key) with a typed key, as optax's: an optax checkpoint restores into gradflow."""
+    from conftest import assert_signature_matches
+
+    assert_signature_matches(add_noise, optax.add_noise)
+    assert AddNoiseState._fields == optax.AddNoiseState._fields == ("count", "rng_key")
+    g = {"w": jnp.ones(3)}
+    ours, theirs = add_noise(0.3, 0.55, key=jax.random.key(5)), optax.add_noise(0.3, 0.55, key=jax.random.key(5))
+    s1, s2 = ours.init(g), theirs.init(g)
+    for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s2)):
+        assert (a.shape, a.dtype) == (b.shape, b.dtype)
+    ocp = pytest.importorskip("orbax.checkpoint")
+    _, s2 = theirs.update(g, s2)
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(tmp_path / "optax", s2)
+    with ocp.StandardCheckpointer() as checkpointer:
+        restored = checkpointer.restore(tmp_path / "optax", jax.eval_shape(ours.init, g))
+    assert isinstance(restored, AddNoiseState)
+    np.testing.assert_allclose(_update(ours, g, restored)[0]["w"], theirs.update(g, s2)[0]["w"], rtol=1e-6)
+
+
+def test_no_key_uses_key_zero_with_a_warning_like_optax():
+    """optax.add_noise(eta, gamma) without a key runs (key 0, a warning): so does gradflow's."""
+    g = jnp.zeros(4)
+    with pytest.warns(UserWarning, match="add_noise: no key given, so key 0 is used"):
+        tx = add_noise(0.1, 0.55)
+    np.testing.assert_array_equal(_run(tx, g, 2)[0][1], _run(add_noise(0.1, 0.55, key=0), g, 2)[0][1])
+
+
+def test_a_state_with_raw_key_data_runs_and_keeps_its_form():
+    """An AddNoiseState holding raw uint32 key data (an older gradflow checkpoint) gives the same noise."""
+    tx, g = add_noise(0.3, 0.55, key=4), jnp.zeros(5)
+    typed = tx.init(g)
+    raw = typed._replace(rng_key=jax.random.key_data(typed.rng_key))
+    for _ in range(2):
+        (u1, typed), (u2, raw) = _update(tx, g, typed), _update(tx, g, raw)
+        np.testing.assert_array_equal(u1, u2)
+        assert raw.rng_key.dtype == jnp.uint32
+        np.testing.assert_array_equal(jax.random.key_data(typed.rng_key), raw.rng_key)

@@ -55,7 +55,7 @@ def test_ewma(kind, nesterov):
 def test_bias_correction(offset):
     gs, decay = gradients(), 0.7
     expected = [g / (1 - decay ** (t + 1 + offset)) for t, g in enumerate(gs)]
-    actual, state = outputs(gf.bias_correction(decay, step_offset=offset), gs)
+    actual, state = outputs(gf.debias(decay, step_offset=offset), gs)
     assert_steps(actual, expected)
     assert state.count.dtype == jnp.int32 and int(state.count) == STEPS
 
@@ -105,8 +105,8 @@ def test_combinators():
 def test_swapping_a_branch_turns_adam_into_amsgrad():
     """The branch algebra: Adam's denominator with a running max inserted is AMSGrad."""
     gs = gradients(3)
-    num = gf.chain(gf.ewma(0.9), gf.bias_correction(0.9))
-    den = [gf.square(), gf.ewma(0.999), gf.bias_correction(0.999)]
+    num = gf.chain(gf.ewma(0.9), gf.debias(0.9))
+    den = [gf.square(), gf.ewma(0.999), gf.debias(0.999)]
     built = gf.ratio(num, gf.chain(*den, gf.running_max(), gf.root(eps=1e-8)))
     assert_steps(outputs(built, gs)[0], outputs(gf.scale_by_amsgrad(), gs)[0])
     assert_steps(outputs(gf.ratio(num, gf.chain(*den, gf.root(eps=1e-8))), gs)[0], outputs(gf.scale_by_adam(), gs)[0])
@@ -164,24 +164,23 @@ def test_clip_by_global_norm_rescues_an_overflowing_norm():
     out, state = jax.jit(tx.update)(jax.tree.map(jnp.asarray, g), tx.init(None))
     np.testing.assert_allclose(out["a"], [0.6], rtol=1e-6)
     np.testing.assert_allclose(out["b"], [0.8, 0.0], rtol=1e-6)
-    assert int(state.nonfinite_count) == 0
+    assert state == gf.ClipState()  # optax's (empty) layout
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_clip_by_global_norm_zeroes_and_counts_non_finite_updates(bad):
-    """A NaN or infinite entry never passes the clip: zero updates, and the state counts the event."""
+def test_clip_by_global_norm_zeroes_non_finite_updates(bad):
+    """A NaN or infinite entry never passes the clip: zero updates; the state stays optax's empty ClipState."""
     tx = gf.clip_by_global_norm(1.0)
     update = jax.jit(tx.update)
     good = {"a": jnp.array([0.3]), "b": jnp.array([0.4, 0.0])}
     broken = {"a": jnp.array([bad], jnp.float32), "b": jnp.array([0.4, 0.0])}
     state = tx.init(None)
-    for expected_count, grads in enumerate([broken, broken], start=1):
+    for grads in [broken, broken]:
         out, state = update(grads, state)
         assert all(np.array_equal(x, np.zeros_like(x)) for x in jax.tree.leaves(out))
-        assert int(state.nonfinite_count) == expected_count
-    out, state = update(good, state)  # a finite update after them passes unchanged; the count stays
+        assert state == gf.ClipState()
+    out, state = update(good, state)  # a finite update after them passes unchanged
     np.testing.assert_array_equal(out["b"], [0.4, 0.0])
-    assert int(state.nonfinite_count) == 2
 
 
 def test_lookahead_gradient_evaluates_at_shifted_point():

@@ -117,6 +117,7 @@ COUPLED = {
     "clipped_curvature_step": "step gᵀg / gᵀHg over the whole tree",
     "clipped_polyak_sgd": "Polyak step: ‖g‖² over the whole tree",
     "curvature_step": "step gᵀg / gᵀHg over the whole tree",
+    "flatten_adam": "flatten: one vector in the dtype all the leaves promote to",
     "lbfgs": "L-BFGS: inner products over the whole tree",
     "lbfgs_backtracking_unscaled": "L-BFGS: inner products over the whole tree",
     "lbfgs_fixed_step_memory_2_unscaled": "L-BFGS: inner products over the whole tree",
@@ -156,7 +157,7 @@ JIT_SAMPLE = {"apply_if_finite_adam", "lbfgs_fixed_step_unscaled", "lamb_weight_
 # Known bugs (each one an xfail test at the bottom): these optimizers get trees with the offending leaves
 # replaced, so that they still meet every other property.
 NONE_LEAF_BUG = {"masked_weight_decay_adam", "partition_by_rank"}  # mask / label functions and None leaves
-BARE_ARRAY_BUG = {"masked_weight_decay_adam"}  # params that are one array, not a tree
+BARE_ARRAY_BUG: set[str] = set()  # params that are one array, not a tree (none since masked uses MaskedNode)
 ZERO_SIZE_BUG = {"clipped_adamw"}  # clip_by_global_norm and zero-size leaves
 
 _NAMED = (FIXED_STRUCTURE, SLOW, COUPLED, NOT_PER_LEAF, JIT_SAMPLE, NONE_LEAF_BUG, BARE_ARRAY_BUG, ZERO_SIZE_BUG)
@@ -619,11 +620,10 @@ def test_mask_and_label_functions_take_none_leaves(tx):
     assert updates["frozen"] is None
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="bug: masked gives its inner transform params=None")
 def test_masked_takes_a_bare_array():
-    """With params that are one array and a false mask, masked hands the inner transform ``params=None``
-    (the whole tree masked out), and add_decayed_weights raises that it needs the parameters
-    (BARE_ARRAY_BUG); in a tree, the masked leaves are None and it works."""
+    """With params that are one array and a false mask, masked hands the inner transform a ``MaskedNode``
+    as its params (the whole tree masked out, as optax does), not ``params=None``, so add_decayed_weights
+    does not raise that it needs the parameters (formerly BARE_ARRAY_BUG)."""
     params = jnp.ones(2)
     tx = gf.masked(gf.add_decayed_weights(0.1), False)
     updates, _ = tx.update(params, tx.init(params), params)

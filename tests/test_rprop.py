@@ -23,7 +23,7 @@ from test_optax_parity import PARAMS, STEPS, assert_moved, assert_same_trajector
 
 import gradflow as gf
 from gradflow.optimizers.rprop import rprop
-from gradflow.transforms.rprop import RpropState, scale_by_rprop
+from gradflow.transforms.rprop import ScaleByRpropState, scale_by_rprop
 
 # --- NumPy references (float64) -------------------------------------------------------------------
 
@@ -285,7 +285,7 @@ def test_signature_matches_optax(name):
 def test_state_starts_at_learning_rate_in_the_params_dtype():
     params = {"w": jnp.zeros((2, 2), jnp.bfloat16), "b": jnp.zeros(3)}
     state = scale_by_rprop(0.25).init(params)
-    assert isinstance(state, RpropState)
+    assert isinstance(state, ScaleByRpropState)
     assert state.step_sizes["w"].dtype == jnp.bfloat16 and state.prev_updates["b"].dtype == jnp.float32
     np.testing.assert_array_equal(state.step_sizes["b"], 0.25)
     np.testing.assert_array_equal(state.prev_updates["w"], 0)

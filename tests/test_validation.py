@@ -56,7 +56,7 @@ def test_non_numeric_learning_rate(bad):
         (lambda: gf.ewma(0.9, kind="sum"), r"kind must be 'average' or 'momentum'"),
         (lambda: gf.clip(-1.0), r"clip: max_delta must be in \[0.0, inf\)"),
         (lambda: gf.clip_by_global_norm(math.nan), r"max_norm must be in"),
-        (lambda: gf.bias_correction(0.9, step_offset=-1), r"step_offset must be >= 0"),
+        (lambda: gf.debias(0.9, step_offset=-1), r"step_offset must be >= 0"),
         (lambda: gf.add_decayed_weights(0.1, mask={"w": 1.5}), r"mask leaves must be Python booleans"),
     ],
 )

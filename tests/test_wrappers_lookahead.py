@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import assert_signature_matches
 
 import gradflow as gf
 from gradflow import wrappers
@@ -101,19 +102,98 @@ def test_slow_params_inside_chain_and_with_scheduled_slow_step_size():
 
 def test_lookahead_errors():
     with pytest.raises(ValueError, match=r"lookahead: sync_period must be an integer >= 1, got 0"):
-        wrappers.lookahead(gf.sgd(0.1), 0)
+        wrappers.lookahead(gf.sgd(0.1), 0, 0.5)
     with pytest.raises(TypeError, match=r"lookahead: sync_period must be an integer >= 1, got 2.0"):
-        wrappers.lookahead(gf.sgd(0.1), 2.0)
+        wrappers.lookahead(gf.sgd(0.1), 2.0, 0.5)
     with pytest.raises(ValueError, match=r"lookahead: slow_step_size must be in \[0.0, 1.0\], got 1.5"):
         wrappers.lookahead(gf.sgd(0.1), 2, 1.5)
     with pytest.raises(TypeError, match=r"lookahead: fast_optimizer must be a transform"):
-        wrappers.lookahead(None)
-    tx = wrappers.lookahead(gf.sgd(0.1))
+        wrappers.lookahead(None, 2, 0.5)
+    with pytest.raises(TypeError, match=r"lookahead: reset_state must be a bool"):
+        wrappers.lookahead(gf.sgd(0.1), 2, 0.5, reset_state="yes")
+    with pytest.raises(TypeError, match=r"slow_step_size"):
+        wrappers.lookahead(gf.sgd(0.1), 2)  # no defaults, as in optax
+    tx = wrappers.lookahead(gf.sgd(0.1), 6, 0.5)
     params = jnp.zeros(2)
     with pytest.raises(ValueError, match=r"lookahead needs the parameters"):
         tx.update(params, tx.init(params))
-    with pytest.raises(ValueError, match=r"slow_params: found no LookaheadState in the state"):
+    with pytest.raises(ValueError, match=r"slow_params: found no LookaheadSlowState in the state"):
         wrappers.slow_params(gf.adam(0.1).init(params))
     two = gf.chain(tx, tx)
-    with pytest.raises(ValueError, match=r"slow_params: found 2 LookaheadState in the state"):
+    with pytest.raises(ValueError, match=r"slow_params: found 2 LookaheadSlowState in the state"):
         wrappers.slow_params(two.init(params))
+    pair = gf.LookaheadParams.init_synced(params)
+    with pytest.raises(ValueError, match=r"slow_params: this lookahead was given LookaheadParams.*params.slow"):
+        wrappers.slow_params(tx.init(pair))
+    with pytest.raises(ValueError, match=r"given LookaheadParams, the state must be the LookaheadState"):
+        tx.update(params, tx.init(params), pair)
+    with pytest.raises(ValueError, match=r"given plain parameters, the state must be the LookaheadSlowState"):
+        tx.update(params, tx.init(pair), params)
+
+
+# --- optax's way: LookaheadParams -------------------------------------------------------------------------------------
+
+
+def describe(tree):
+    """The layout of a state: class names and field names of its nodes, shapes and dtypes of its leaves."""
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return (type(tree).__name__, {f: describe(getattr(tree, f)) for f in tree._fields})
+    if isinstance(tree, (tuple, list)):
+        return [describe(x) for x in tree]
+    if isinstance(tree, dict):
+        return {k: describe(v) for k, v in tree.items()}
+    return None if tree is None else (jnp.shape(tree), str(jnp.result_type(tree)))
+
+
+@pytest.mark.parametrize("reset_state", [False, True])
+def test_lookahead_params_program_runs_unchanged_with_optax_numbers(reset_state):
+    """The optax program (LookaheadParams, its updates, apply_updates) with gradflow: optax's numbers and states."""
+    theta0 = jnp.asarray(THETA0, jnp.float32)
+    hyper = {"learning_rate": np.float32(0.05), "b1": np.float32(0.9), "b2": np.float32(0.999), "eps": np.float32(1e-8)}
+    histories = []
+    for lib, fast in ((gf, gf.adam(**hyper)), (optax, optax.adam(**hyper))):
+        tx = lib.lookahead(fast, K, np.float32(ALPHA), reset_state)
+        params = lib.LookaheadParams.init_synced(theta0)
+        state, history = tx.init(params), []
+        step = jax.jit(lambda p, s, tx=tx: tx.update(grad_jnp(p.fast), s, p))
+        for _ in range(STEPS):
+            updates, state = step(params, state)
+            assert type(updates).__name__ == "LookaheadParams"
+            params = lib.apply_updates(params, updates)
+            history.append((params, state))
+        histories.append(history)
+    for t, ((p1, s1), (p2, s2)) in enumerate(zip(*histories)):
+        assert describe(s1) == describe(s2)  # optax's LookaheadState(fast_state, steps_since_sync)
+        assert describe(p1) == describe(p2)
+        for a, b in zip(jax.tree.leaves((p1, s1)), jax.tree.leaves((p2, s2))):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"after step {t + 1}")
+    final = histories[0][-1][0]
+    assert np.abs(np.asarray(final.slow) - np.asarray(theta0)).min() > 1e-2  # not vacuous
+
+
+def test_both_ways_give_the_same_weights():
+    """Plain parameters (slow weights in the state) and LookaheadParams follow the same fast and slow weights."""
+    with jax.enable_x64(True):
+        tx = wrappers.lookahead(gf.sgd(LR, momentum=MOMENTUM), K, ALPHA)
+        plain, _ = run(tx, jnp.asarray(THETA0))
+        params = gf.LookaheadParams.init_synced(jnp.asarray(THETA0))
+        state = tx.init(params)
+        for t, (fast, slow) in enumerate(plain):
+            updates, state = tx.update(grad_jnp(params.fast), state, params)
+            params = gf.apply_updates(params, updates)
+            np.testing.assert_allclose(params.fast, fast, rtol=1e-13, err_msg=f"fast after step {t + 1}")
+            np.testing.assert_allclose(params.slow, slow, rtol=1e-13, err_msg=f"slow after step {t + 1}")
+
+
+def test_signature_and_init_synced_are_optax():
+    assert_signature_matches(wrappers.lookahead, optax.lookahead)
+    assert gf.LookaheadParams._fields == optax.LookaheadParams._fields
+    pair = gf.LookaheadParams.init_synced({"w": jnp.ones(2)})
+    assert pair.fast is pair.slow
+    state = wrappers.lookahead(gf.sgd(0.1), 3, 0.5).init(pair)
+    assert gf.LookaheadState._fields == optax.LookaheadState._fields == ("fast_state", "steps_since_sync")
+    assert isinstance(state, gf.LookaheadState)
+    # a gradflow lookahead inside optax, and an optax optimizer inside a gradflow lookahead
+    for tx in (optax.lookahead(gf.sgd(0.1), 3, 0.5), wrappers.lookahead(optax.sgd(0.1), 3, 0.5)):
+        updates, _ = tx.update({"w": jnp.ones(2)}, tx.init(pair), pair)
+        np.testing.assert_allclose(updates.fast["w"], [-0.1, -0.1], rtol=1e-6)

@@ -20,7 +20,7 @@ from gradflow.transforms.adaptive_moments import scale_by_belief, scale_by_novog
 from gradflow.transforms.clipping import clip_by_block_rms
 from gradflow.transforms.elementwise import scale, scale_by_learning_rate
 from gradflow.transforms.factored import scale_by_factored_rms, scale_by_param_block_rms
-from gradflow.transforms.moments import ewma
+from gradflow.transforms.moments import ema
 from gradflow.transforms.regularization import add_decayed_weights
 from gradflow.transforms.scaling import scale_by_rms
 from gradflow.transforms.schedule_free import ScheduleFree, schedule_free
@@ -250,7 +250,7 @@ def adafactor(
         steps.append(scale_by_param_block_rms())
     if momentum is not None:
         check_range(owner, "momentum", momentum, 0.0, 1.0)
-        steps.append(ewma(momentum, dtype=dtype_momentum))
+        steps.append(ema(momentum, debias=False, accumulator_dtype=dtype_momentum))
     if weight_decay_rate is not None:
         check_nonnegative(owner, "weight_decay_rate", weight_decay_rate)
         steps.append(add_decayed_weights(weight_decay_rate, weight_decay_mask))

@@ -10,7 +10,7 @@ from typing import Any
 
 from gradflow.core import Chain, Transform, chain, identity
 from gradflow.transforms.elementwise import scale_by_learning_rate, sign
-from gradflow.transforms.moments import canonical_dtype, ewma
+from gradflow.transforms.moments import canonical_dtype, ema, ewma, trace
 from gradflow.transforms.nesterov import lookahead_gradient
 from gradflow.transforms.regularization import add_decayed_weights
 from gradflow.transforms.scaling import (
@@ -47,7 +47,7 @@ def _momentum(owner: str, momentum: Any, nesterov: bool, dtype: Any = None) -> T
     if momentum is None:
         return identity()
     check_range(owner, "momentum", momentum, 0.0, 1.0)
-    return ewma(momentum, kind="momentum", nesterov=nesterov, dtype=dtype)
+    return trace(momentum, nesterov, dtype)
 
 
 def sgd(learning_rate: Any, momentum: Any = None, nesterov: bool = False, accumulator_dtype: Any = None) -> Chain:
@@ -476,7 +476,7 @@ def signum(learning_rate: Any, beta: Any = 0.9, accumulator_dtype: Any = None) -
       accumulator_dtype: dtype of m (defaults to each parameter's dtype).
 
     Returns:
-      ``chain(ewma(beta), sign(), scale_by_learning_rate(learning_rate))``.
+      ``chain(ema(beta, debias=False), sign(), scale_by_learning_rate(learning_rate))``.
 
     Example:
       >>> import jax.numpy as jnp, gradflow as gf
@@ -491,4 +491,6 @@ def signum(learning_rate: Any, beta: Any = 0.9, accumulator_dtype: Any = None) -
     check_learning_rate("signum", learning_rate)
     check_range("signum", "beta", beta, 0.0, 1.0)
     accumulator_dtype = canonical_dtype(accumulator_dtype, "signum", "accumulator_dtype")
-    return chain(ewma(beta, dtype=accumulator_dtype), sign(), scale_by_learning_rate(learning_rate))
+    return chain(
+        ema(beta, debias=False, accumulator_dtype=accumulator_dtype), sign(), scale_by_learning_rate(learning_rate)
+    )

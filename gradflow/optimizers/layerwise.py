@@ -8,15 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradflow.core import Chain, chain
+from gradflow.core import Chain, Transform, chain
 from gradflow.transforms.elementwise import scale_by_learning_rate
-from gradflow.transforms.moments import ewma
-from gradflow.transforms.regularization import add_decayed_weights
+from gradflow.transforms.moments import trace
+from gradflow.transforms.regularization import add_decayed_weights, presented_as_masked
 from gradflow.transforms.scaling import scale_by_adam
 from gradflow.transforms.trust_ratio import prefix_mask, scale_by_trust_ratio
 from gradflow.validation import check_learning_rate, check_nonnegative, check_range
 
 __all__ = ["lamb", "lars"]
+
+
+def _decayed_weights(owner: str, name: str, weight_decay: Any, mask: Any) -> Transform:
+    """``add_decayed_weights`` under a prefix mask; whenever a mask is given (``True`` too) its state is the
+    ``MaskedState`` that optax's wrapping in ``masked`` holds."""
+    mask_of_leaves = prefix_mask(owner, name, mask)  # None for True: every leaf decays
+    decay = add_decayed_weights(weight_decay, mask_of_leaves)
+    return presented_as_masked(decay) if mask is not None and mask_of_leaves is None else decay
 
 
 def lars(
@@ -72,14 +80,16 @@ def lars(
     check_nonnegative("lars", "eps", eps)
     check_range("lars", "momentum", momentum, 0.0, 1.0)
     return chain(
-        add_decayed_weights(weight_decay, prefix_mask("lars", "weight_decay_mask", weight_decay_mask)),
-        scale_by_trust_ratio(
-            trust_coefficient=trust_coefficient,
-            eps=eps,
-            mask=prefix_mask("lars", "trust_ratio_mask", trust_ratio_mask),
+        _decayed_weights("lars", "weight_decay_mask", weight_decay, weight_decay_mask),
+        presented_as_masked(
+            scale_by_trust_ratio(
+                trust_coefficient=trust_coefficient,
+                eps=eps,
+                mask=prefix_mask("lars", "trust_ratio_mask", trust_ratio_mask),
+            )
         ),
         scale_by_learning_rate(learning_rate),
-        ewma(momentum, kind="momentum", nesterov=nesterov),
+        trace(momentum, nesterov),
     )
 
 
@@ -132,7 +142,7 @@ def lamb(
     check_nonnegative("lamb", "weight_decay", weight_decay)
     return chain(
         scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root),
-        add_decayed_weights(weight_decay, prefix_mask("lamb", "mask", mask)),
+        _decayed_weights("lamb", "mask", weight_decay, mask),
         scale_by_trust_ratio(),
         scale_by_learning_rate(learning_rate),
     )

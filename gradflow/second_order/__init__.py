@@ -1,5 +1,13 @@
-"""Second-order methods: Hessian-vector products, Newton, the curvature step size (and L-BFGS, line searches)."""
+"""Second-order methods: Hessian-vector products, Newton, the curvature step size (and L-BFGS, line searches).
 
+The package namespace is also ``optax.second_order`` at gradflow's path: ``hvp``, ``hessian_diag`` and
+``fisher_diag`` here are optax's own functions (with optax's signatures, e.g.
+``hvp(loss, v, params, inputs, targets)``), re-exported lazily since they need optax. gradflow's own
+Hessian-vector product ``hvp(fun, params, v)`` is :func:`gradflow.hvp`
+(:func:`gradflow.second_order.curvature.hvp`).
+"""
+
+from gradflow._optax_reexport import lazy_reexport
 from gradflow.second_order.curvature import (  # noqa: F401 - re-exports
     CurvatureStepState,
     ScaleByCurvatureStep,
@@ -7,7 +15,6 @@ from gradflow.second_order.curvature import (  # noqa: F401 - re-exports
     gnvp,
     hessian,
     hessian_from_grad,
-    hvp,
     hvp_from_grad,
     scale_by_curvature_step,
 )
@@ -40,3 +47,5 @@ from gradflow.second_order.newton import (  # noqa: F401 - re-exports
     newton,
     scale_by_newton,
 )
+
+__getattr__, __dir__ = lazy_reexport(__name__, {"optax.second_order": ("fisher_diag", "hessian_diag", "hvp")})

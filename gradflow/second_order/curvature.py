@@ -110,7 +110,7 @@ def hvp(fun: Callable[[Any], jax.Array], params: Any, v: Any) -> Any:
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from gradflow.second_order import hvp
+      >>> from gradflow.second_order.curvature import hvp
       >>> f = lambda p: p["x"] ** 2 * p["y"]        # H = [[2y, 2x], [2x, 0]]
       >>> out = hvp(f, {"x": 1.0, "y": 3.0}, {"x": 1.0, "y": 0.0})
       >>> float(out["x"]), float(out["y"])

@@ -1,8 +1,8 @@
 """L-BFGS: the limited-memory BFGS direction by the two-loop recursion, and the optimizer with a line search.
 
-:func:`scale_by_lbfgs` keeps the last ``memory_size`` curvature pairs (s, y) = (Δw, Δg) in a ring buffer
-of static size (per leaf, stacked along a leading axis of ``memory_size`` rows and a scratch row) and maps
-the gradient g to H·g, H the L-BFGS approximation of the inverse Hessian (Nocedal & Wright, *Numerical
+:func:`scale_by_lbfgs` keeps the curvature pairs (s, y) = (Δw, Δg) of the last ``memory_size`` steps in a
+ring buffer of static size (per leaf, stacked along a leading axis of ``memory_size`` rows, optax's layout)
+and maps the gradient g to H·g, H the L-BFGS approximation of the inverse Hessian (Nocedal & Wright, *Numerical
 Optimization*, 2006, Algorithm 7.4). :func:`lbfgs` chains it with a sign flip (or a learning rate) and a
 line search, as ``optax.lbfgs`` does.
 """
@@ -25,26 +25,24 @@ __all__ = ["ScaleByLBFGS", "ScaleByLBFGSState", "lbfgs", "scale_by_lbfgs"]
 
 
 class ScaleByLBFGSState(NamedTuple):
-    """State of :func:`scale_by_lbfgs`.
+    """State of :func:`scale_by_lbfgs` (optax's fields, shapes and slot order).
 
     Attributes:
       count: int32 number of updates done (saturating).
       params: the parameters at the previous update (zeros at init).
       updates: the gradient at the previous update (zeros at init).
-      diff_params_memory: the stored s = Δw, per leaf an array of shape ``(memory_size + 1, *leaf.shape)``:
-        the ``memory_size`` slots of the ring buffer and a last, scratch row where a skipped pair is written
-        (so that storing is always one in-place row update, whether the pair is kept or not).
+      diff_params_memory: the stored s = Δw, per leaf an array of shape ``(memory_size, *leaf.shape)``, a
+        ring buffer: the update with ``count`` = k writes the pair of its step to row ``(k − 1) % memory_size``
+        (row ``memory_size − 1`` at k = 0), overwriting the oldest, so row ``k % memory_size`` is the oldest.
       diff_updates_memory: the stored y = Δg, same layout.
-      weights_memory: ρ = 1/⟨s, y⟩ of each slot, shape ``(memory_size + 1,)`` (0 for an empty slot and for
-        the scratch row).
-      memory_count: int32 number of pairs stored so far (saturating); the next pair goes to slot
-        ``memory_count % memory_size``, overwriting the oldest.
+      weights_memory: ρ = 1/⟨s, y⟩ of each row, shape ``(memory_size,)``; 0 marks an empty row (the first
+        update's, or a pair of non-positive curvature, whose s and y rows are zeros).
 
     Example:
       >>> import jax.numpy as jnp, gradflow as gf
       >>> state = gf.scale_by_lbfgs(memory_size=3).init(jnp.zeros(2))
-      >>> state.diff_params_memory.shape, state.weights_memory.shape, state.memory_count  # 3 slots + scratch
-      ((4, 2), (4,), Array(0, dtype=int32))
+      >>> state.diff_params_memory.shape, state.weights_memory.shape
+      ((3, 2), (3,))
     """
 
     count: jax.Array  # type: ignore[assignment]  # mypy: the field shadows tuple.count
@@ -53,7 +51,6 @@ class ScaleByLBFGSState(NamedTuple):
     diff_params_memory: Any
     diff_updates_memory: Any
     weights_memory: jax.Array
-    memory_count: jax.Array
 
 
 def _safe_divide(numerator: jax.Array, denominator: jax.Array, where: jax.Array, otherwise: Any) -> jax.Array:
@@ -67,20 +64,20 @@ def two_loop_recursion(
     diff_updates_memory: Any,
     weights_memory: jax.Array,
     identity_scale: jax.Array,
-    memory_count: jax.Array,
+    memory_idx: jax.Array,
 ) -> Any:
     """H·g by Algorithm 7.4 of Nocedal & Wright over the pairs in the ring buffer, oldest to newest.
 
     q ← g; for i from newest to oldest: αᵢ = ρᵢ⟨sᵢ, q⟩, q ← q − αᵢyᵢ; r ← γ·q;
     for i from oldest to newest: βᵢ = ρᵢ⟨yᵢ, r⟩, r ← r + (αᵢ − βᵢ)·sᵢ; return r.
 
-    The memories have ``memory_size + 1`` rows, the last one a scratch row that is never read. Empty
-    slots have ρ = 0 and leave q and r unchanged. The recursion runs in the scalar dtype of the weights
-    (at least float32) and the result comes back in each leaf's dtype.
+    ``memory_idx`` is the oldest row (the row after the newest, as in optax). Empty rows have ρ = 0 and
+    s = y = 0, and leave q and r unchanged. The recursion runs in the scalar dtype of the weights (at
+    least float32) and the result comes back in each leaf's dtype.
     """
     dtype = weights_memory.dtype
-    memory_size = weights_memory.shape[0] - 1
-    order = (memory_count + jnp.arange(memory_size)) % memory_size  # oldest slot first
+    memory_size = weights_memory.shape[0]
+    order = (memory_idx + jnp.arange(memory_size)) % memory_size  # oldest slot first
     vector = tree.map(lambda g: g.astype(jnp.promote_types(g.dtype, dtype)), updates)
     pair = lambda memory, i: jax.tree.map(lambda m: m[i], memory)
 
@@ -120,7 +117,7 @@ class ScaleByLBFGS(Transform):
 
     def init(self, params: Any) -> Any:
         tree.check_float_leaves(params)
-        rows = self.memory_size + 1  # the ring buffer and a scratch row
+        rows = self.memory_size
         stacked = jax.tree.map(lambda p: jnp.zeros((rows, *jnp.shape(p)), jnp.result_type(p)), params)
         return ScaleByLBFGSState(
             count=jnp.zeros([], jnp.int32),
@@ -129,7 +126,6 @@ class ScaleByLBFGS(Transform):
             diff_params_memory=stacked,
             diff_updates_memory=stacked,
             weights_memory=jnp.zeros([rows], scalar_dtype(params)),
-            memory_count=jnp.zeros([], jnp.int32),
         )
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
@@ -148,21 +144,22 @@ class ScaleByLBFGS(Transform):
         sy = tree_vdot(diff_params, diff_updates, dtype)
         yy = tree_vdot(diff_updates, diff_updates, dtype)
         accept = (state.count > 0) & (sy > jnp.finfo(dtype).eps * yy)
-        # A skipped pair goes to the scratch row: one in-place row update either way (a select between the
-        # new and the old row would make XLA copy the whole memory).
-        slot = jnp.where(accept, state.memory_count % memory_size, memory_size)
-        store = lambda memory, new: memory.at[slot].set(new.astype(memory.dtype))
+        # The pair of this step goes to row (count − 1) % m, optax's slot, overwriting the oldest; a skipped
+        # pair is an empty row (zeros, ρ = 0). One in-place row update either way (a select between the new
+        # and the old memory would make XLA copy all of it).
+        slot = (state.count - 1) % memory_size
+        store = lambda memory, new: memory.at[slot].set(jnp.where(accept, new, 0).astype(memory.dtype))
         s_memory = jax.tree.map(store, state.diff_params_memory, diff_params)
         y_memory = jax.tree.map(store, state.diff_updates_memory, diff_updates)
         weights = state.weights_memory.at[slot].set(_safe_divide(jnp.ones([], dtype), sy, accept, 0.0).astype(dtype))
-        memory_count = jnp.where(accept, tree.saturating_increment(state.memory_count), state.memory_count)
 
         # 2. γ, the scale of the initial inverse Hessian γ·I: ⟨s, y⟩/⟨y, y⟩ of the newest stored pair, and
         # min(1, 1/‖g‖) before any pair (optax's choice: the first step has length at most 1).
         if self.scale_init_precond:
 
             def from_newest_stored_pair():  # when this step's pair was skipped
-                newest = (memory_count - 1) % memory_size
+                recent_first = (state.count - 1 - jnp.arange(memory_size)) % memory_size
+                newest = recent_first[jnp.argmax(weights[recent_first] > 0)]
                 y_newest = jax.tree.map(lambda m: m[newest], y_memory)
                 yy_newest = tree_vdot(y_newest, y_newest, dtype)
                 sy_newest = _safe_divide(jnp.ones([], dtype), weights[newest], weights[newest] > 0, 0.0)
@@ -173,12 +170,12 @@ class ScaleByLBFGS(Transform):
             )
             norm = jnp.sqrt(jax.lax.stop_gradient(tree_vdot(updates, updates, dtype)))
             first = jnp.minimum(1.0, _safe_divide(jnp.ones([], dtype), norm, norm > 0, jnp.inf))
-            identity_scale = jnp.where(memory_count > 0, from_pairs, first).astype(dtype)
+            identity_scale = jnp.where(jnp.any(weights > 0), from_pairs, first).astype(dtype)
         else:
             identity_scale = jnp.ones([], dtype)
 
         # 3. The direction H·g by the two-loop recursion.
-        direction = two_loop_recursion(updates, s_memory, y_memory, weights, identity_scale, memory_count)
+        direction = two_loop_recursion(updates, s_memory, y_memory, weights, identity_scale, state.count % memory_size)
         new_state = ScaleByLBFGSState(
             count=tree.saturating_increment(state.count),
             params=tree.cast_like(params, state.params),
@@ -186,7 +183,6 @@ class ScaleByLBFGS(Transform):
             diff_params_memory=s_memory,
             diff_updates_memory=y_memory,
             weights_memory=weights,
-            memory_count=memory_count,
         )
         return direction, new_state
 
@@ -199,12 +195,15 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> Sc
         H = Vₖ₋₁ᵀ ⋯ Vₖ₋ₘᵀ (γ I) Vₖ₋ₘ ⋯ Vₖ₋₁ + Σᵢ ρᵢ (Vₖ₋₁ᵀ ⋯ Vᵢ₊₁ᵀ) sᵢsᵢᵀ (Vᵢ₊₁ ⋯ Vₖ₋₁),   Vᵢ = I − ρᵢ yᵢsᵢᵀ,
 
     and the output is H·g, computed by the two-loop recursion in O(m·n) without forming H. With
-    ``scale_init_precond``, γ = ⟨s, y⟩/⟨y, y⟩ of the newest pair (N&W eq. 7.20) and, before any pair,
-    min(1, 1/‖g‖); otherwise γ = 1. A pair is stored only when ⟨s, y⟩ > ε_machine·⟨y, y⟩ (positive
-    curvature, as BFGS needs to stay positive definite; a line search with the Wolfe conditions
-    guarantees it, a fixed step on a non-convex loss does not); a skipped pair leaves the memory as it
-    was. The output is the direction +H·g: chain it with ``scale(-1)`` and a line search, as
-    :func:`lbfgs` does. Liu & Nocedal (1989).
+    ``scale_init_precond``, γ = ⟨s, y⟩/⟨y, y⟩ of the newest stored pair (N&W eq. 7.20) and, with no
+    pair in memory, min(1, 1/‖g‖); otherwise γ = 1. A pair is stored only when ⟨s, y⟩ > ε_machine·⟨y, y⟩
+    (positive curvature, as BFGS needs to stay positive definite; a line search with the Wolfe
+    conditions guarantees it, a fixed step on a non-convex loss does not): a skipped pair takes its
+    step's slot as an empty one, so the memory holds the accepted pairs among the last m steps. The
+    state is optax's, slot for slot, and when every pair is accepted (as under a Wolfe line search) the
+    numbers are optax's; optax stores every pair, with ρ < 0 or 1/0 → 0 when the curvature is not
+    positive, and takes γ from the latest pair whatever its sign. The output is the direction +H·g:
+    chain it with ``scale(-1)`` and a line search, as :func:`lbfgs` does. Liu & Nocedal (1989).
 
     Args:
       memory_size: m ≥ 1, the number of pairs kept (static: it sets the state's shapes).

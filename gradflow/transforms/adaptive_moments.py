@@ -23,10 +23,12 @@ import jax.numpy as jnp
 
 from gradflow import tree
 from gradflow.core import Transform, chain, identity, pytree_dataclass
+from gradflow.layout import composite
 from gradflow.transforms.combine import difference, interpolate, ratio
 from gradflow.transforms.elementwise import root, square
 from gradflow.transforms.moments import EWMAState, bias_correction, canonical_dtype, ewma
 from gradflow.transforms.regularization import add_decayed_weights
+from gradflow.transforms.scaling import ScaleByAdamState
 from gradflow.validation import check_nonnegative, check_range
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "LayerSecondMomentState",
     "Rectification",
     "RectificationState",
+    "ScaleByBeliefState",
+    "ScaleByNovogradState",
     "YogiMoment",
     "ewma_with_offset",
     "layer_second_moment",
@@ -88,7 +92,7 @@ class YogiMoment(Transform):
         return EWMAState(tree.full_like(params, self.initial))
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
-        rate = 1 - jnp.asarray(self.decay)
+        rate = 1 - self.decay  # in double for a Python number, as optax (see gradflow.transforms.moments.EWMA)
         mean = tree.map(
             lambda u, v: v - rate * jnp.sign(v - u) * u, updates, state.mean, names=("updates", "state.mean")
         )
@@ -118,7 +122,7 @@ class EWMAWithOffset(Transform):
         return EWMAState(tree.zeros_like(params))
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
-        decay = jnp.asarray(self.decay)
+        decay = self.decay  # 1 − decay in double for a Python number, as optax
         mean = tree.map(
             lambda u, m: decay * m + (1 - decay) * u + self.offset, updates, state.mean, names=("updates", "state.mean")
         )
@@ -165,7 +169,7 @@ class Rectification(Transform):
         dtype = jnp.promote_types(b2.dtype, jnp.float32)
         b2 = b2.astype(dtype)
         t = count.astype(dtype)
-        rho_inf = 2 / (1 - b2) - 1
+        rho_inf = jnp.asarray(2 / (1 - self.b2) - 1).astype(dtype)  # in double for a Python number, as optax
         b2_t = b2**t
         rho = rho_inf - 2 * t * b2_t / (1 - b2_t)
         tractable = rho >= jnp.asarray(self.threshold)
@@ -223,7 +227,7 @@ class LayerSecondMoment(Transform):
         structure: Any = jax.tree.structure(updates)  # a jaxlib PyTreeDef, which has no type stubs
         if structure != jax.tree.structure(state.moment):
             raise tree.TreeMismatchError(tree.describe_mismatch(updates, state.moment, "updates", "state.moment"))
-        decay = jnp.asarray(self.decay)
+        decay = self.decay  # 1 − decay in double for a Python number, as optax
         first = state.count == 0
         moment = jax.tree.map(
             lambda u, v: jnp.where(first, _squared_norm(u), decay * v + (1 - decay) * _squared_norm(u)).astype(v.dtype),
@@ -298,6 +302,39 @@ def layer_second_moment(decay: Any = 0.25) -> LayerSecondMoment:
 
 
 # --- scalings -------------------------------------------------------------------------------------
+# Each is a Composite presenting its chain's state in optax's layout: ScaleByAdamState for Yogi and
+# RAdam, as optax does, and the two states below.
+
+
+class ScaleByBeliefState(NamedTuple):
+    """AdaBelief's step count, first moment ``mu`` and belief ``nu`` (EWMA of (g − m)²).
+
+    >>> import jax.numpy as jnp, gradflow as gf
+    >>> gf.scale_by_belief().init(jnp.zeros(1))._fields
+    ('count', 'mu', 'nu')
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count
+    mu: Any
+    nu: Any
+
+
+class ScaleByNovogradState(NamedTuple):
+    """NovoGrad's step count, momentum ``mu`` and per-leaf second moment ``nu``.
+
+    >>> import jax.numpy as jnp, gradflow as gf
+    >>> gf.scale_by_novograd().init({"w": jnp.zeros(3)}).nu
+    {'w': Array(0., dtype=float32)}
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count
+    mu: Any
+    nu: Any
+
+
+def _first_moment_paths(nesterov: bool) -> tuple[str, tuple[str, ...]]:
+    """Where :func:`_first_moment` keeps m and its counters, inside the first branch of a ratio."""
+    return ("0.0.0.mean", ("0.0.1.count", "0.1.count")) if nesterov else ("0.0.mean", ("0.1.count",))
 
 
 def _first_moment(b1: Any, nesterov: bool, initial: Any = 0.0, mu_dtype: Any = None) -> Transform:
@@ -344,10 +381,11 @@ def scale_by_yogi(
     owner = "scale_by_yogi"
     _check_unit(owner, b1=b1, b2=b2)
     _check_nonnegative(owner, eps=eps, eps_root=eps_root, initial_accumulator_value=initial_accumulator_value)
-    return ratio(
+    inner = ratio(
         _first_moment(b1, False, initial=initial_accumulator_value),
         chain(square(), YogiMoment(b2, initial_accumulator_value), bias_correction(b2), root(eps, eps_root)),
     )
+    return composite(inner, ScaleByAdamState, count=("0.1.count", "1.2.count"), mu="0.0.mean", nu="1.1.mean")
 
 
 def scale_by_radam(
@@ -388,10 +426,12 @@ def scale_by_radam(
     _check_unit(owner, b1=b1, b2=b2)
     _check_nonnegative(owner, eps=eps, eps_root=eps_root)
     _check_threshold(owner, threshold)
-    return ratio(
+    inner = ratio(
         _first_moment(b1, nesterov),
         chain(square(), ewma(b2), bias_correction(b2), root(eps, eps_root), Rectification(b2, threshold)),
     )
+    mu, counts = _first_moment_paths(nesterov)
+    return composite(inner, ScaleByAdamState, count=(*counts, "1.2.count", "1.4.count"), mu=mu, nu="1.1.mean")
 
 
 def scale_by_belief(
@@ -434,10 +474,13 @@ def scale_by_belief(
     _check_unit(owner, b1=b1, b2=b2)
     _check_nonnegative(owner, eps=eps, eps_root=eps_root)
     prediction_error = difference(identity(), ewma(b1))
-    return ratio(
+    inner = ratio(
         _first_moment(b1, nesterov),
         chain(prediction_error, square(), EWMAWithOffset(b2, eps_root), bias_correction(b2), root(eps)),
     )
+    # The prediction error's own EWMA of g is the same m as the first moment's: both are rebuilt from mu.
+    mu, counts = _first_moment_paths(nesterov)
+    return composite(inner, ScaleByBeliefState, count=(*counts, "1.3.count"), mu=(mu, "1.0.1.mean"), nu="1.2.mean")
 
 
 def scale_by_novograd(
@@ -477,8 +520,9 @@ def scale_by_novograd(
     owner = "scale_by_novograd"
     _check_unit(owner, b1=b1, b2=b2)
     _check_nonnegative(owner, eps=eps, eps_root=eps_root, weight_decay=weight_decay)
-    return chain(
+    inner = chain(
         ratio(identity(), chain(LayerSecondMoment(b2), root(eps, eps_root))),
         add_decayed_weights(weight_decay),
         ewma(b1, kind="momentum", dtype=canonical_dtype(mu_dtype, owner, "mu_dtype")),
     )
+    return composite(inner, ScaleByNovogradState, count="0.1.0.count", mu="2.mean", nu="0.1.0.moment")

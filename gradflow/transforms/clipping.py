@@ -25,6 +25,7 @@ __all__ = [
     "ClipByBlockRMS",
     "adaptive_grad_clip",
     "clip_by_block_rms",
+    "unitwise_clip",
     "unitwise_norm",
 ]
 
@@ -98,6 +99,41 @@ def unitwise_norm(x: Any, axis: int | tuple[int, ...] | None = None) -> jax.Arra
     x = jnp.asarray(x)
     axes = _unit_axes(x.shape, _canonical_axis(axis), "the array")
     return jnp.broadcast_to(safe_sqrt(squared_norm(x, axes, keepdims=True)), x.shape)
+
+
+def unitwise_clip(g_norm: Any, max_norm: Any, grad: Any, div_eps: Any = 1e-6) -> jax.Array:
+    """Clip ``grad`` unit by unit, given each entry's unit norm ``g_norm`` and allowed norm ``max_norm``.
+
+    grad ← grad where g_norm < max_norm, else grad · max_norm / max(g_norm, div_eps) (the rule inside
+    :func:`adaptive_grad_clip`; ``div_eps`` only guards the division). The three arrays have one shape,
+    as :func:`unitwise_norm` gives: a norm per entry, broadcast over its unit.
+
+    Args:
+      g_norm: the norm of the unit of each entry of ``grad``.
+      max_norm: the largest norm allowed for the unit of each entry.
+      grad: the array to clip.
+      div_eps: the floor of the divisor.
+
+    Returns:
+      The clipped array.
+
+    Raises:
+      ValueError: if the shapes of ``g_norm``, ``max_norm`` and ``grad`` differ (naming them).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from gradflow.transforms.clipping import unitwise_clip, unitwise_norm
+      >>> g = jnp.array([[3.0, 0.1], [4.0, 0.0]])  # two columns (units) of norms 5 and 0.1
+      >>> unitwise_clip(unitwise_norm(g), jnp.ones_like(g), g)
+      Array([[0.6, 0.1],
+             [0.8, 0. ]], dtype=float32)
+    """
+    shapes = {"g_norm": jnp.shape(g_norm), "max_norm": jnp.shape(max_norm), "grad": jnp.shape(grad)}
+    if len(set(shapes.values())) != 1:
+        got = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        raise ValueError(f"unitwise_clip: g_norm, max_norm and grad must have the same shape, got {got}")
+    clipped = grad * (max_norm / jnp.maximum(g_norm, div_eps))
+    return jnp.where(g_norm < max_norm, grad, clipped)
 
 
 def _canonical_axis(axis: Any) -> int | tuple[int, ...] | None:

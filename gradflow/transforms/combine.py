@@ -80,8 +80,8 @@ def ratio(numerator: Any, denominator: Any) -> Combine:
 
     Example (Adam's direction from primitives):
       >>> import jax.numpy as jnp, gradflow as gf
-      >>> tx = gf.ratio(gf.chain(gf.ewma(0.9), gf.bias_correction(0.9)),
-      ...               gf.chain(gf.square(), gf.ewma(0.999), gf.bias_correction(0.999), gf.root(eps=1e-8)))
+      >>> tx = gf.ratio(gf.chain(gf.ewma(0.9), gf.debias(0.9)),
+      ...               gf.chain(gf.square(), gf.ewma(0.999), gf.debias(0.999), gf.root(eps=1e-8)))
       >>> g = jnp.array([0.3, -2.0])
       >>> tx.update(g, tx.init(g))[0].round(4)  # the first Adam direction is sign(g)
       Array([ 1., -1.], dtype=float32)

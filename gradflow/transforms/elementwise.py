@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from gradflow import tree
-from gradflow.core import EmptyState, Transform, pytree_dataclass, static_field
+from gradflow.core import EmptyState, Identity, Transform, pytree_dataclass, scheduled_fields, static_field
+from gradflow.layout import composite
 from gradflow.validation import check_learning_rate, check_nonnegative, check_number
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Shift",
     "Sign",
     "Square",
+    "Tanh",
     "absolute",
     "clip",
     "root",
@@ -32,6 +34,7 @@ __all__ = [
     "shift",
     "sign",
     "square",
+    "tanh",
 ]
 
 
@@ -71,6 +74,14 @@ class Sign(Elementwise):
 
     def apply(self, u: Any) -> jax.Array:
         return jnp.sign(u)
+
+
+@pytree_dataclass
+class Tanh(Elementwise):
+    """``u ← tanh(u)``: a sign that is smooth near 0 (Lion's ``mode="smooth"``)."""
+
+    def apply(self, u: Any) -> jax.Array:
+        return jnp.tanh(u)
 
 
 @pytree_dataclass
@@ -221,22 +232,43 @@ def scale(step_size: Any) -> Scale:
     return Scale(check_number("scale", "step_size", step_size))
 
 
-def scale_by_learning_rate(learning_rate: Any, *, flip_sign: bool = True) -> ScaleByLearningRate:
+def scale_by_learning_rate(learning_rate: Any = None, *, flip_sign: bool = True) -> Transform:
     """``u ← −learning_rate · u``: turns a descent direction into the step added to the parameters.
 
     Args:
-      learning_rate: η ≥ 0, a number or an array (a leaf of the optimizer's pytree).
+      learning_rate: η ≥ 0, a number, an array (a leaf of the optimizer's pytree) or a schedule; ``None``
+        (optax's default) gives the identity.
       flip_sign: multiply by ``+learning_rate`` instead (for ascent).
 
     Returns:
-      A stateless :class:`ScaleByLearningRate` transform.
+      A stateless :class:`ScaleByLearningRate` transform; for a schedule, one whose state is optax's
+      ``ScaleByScheduleState(count)``.
 
     Example:
       >>> import jax.numpy as jnp, gradflow as gf
       >>> gf.scale_by_learning_rate(0.1).update(jnp.array([1.0, -2.0]), None)[0]
       Array([-0.1,  0.2], dtype=float32)
     """
-    return ScaleByLearningRate(check_learning_rate("scale_by_learning_rate", learning_rate), flip_sign)
+    if learning_rate is None:
+        return Identity()
+    tx = ScaleByLearningRate(check_learning_rate("scale_by_learning_rate", learning_rate), flip_sign)
+    if not scheduled_fields(tx):
+        return tx
+    # optax scales by a schedule with scale_by_schedule, whose state is ScaleByScheduleState(count).
+    from gradflow.transforms.step_scaling import ScaleByScheduleState  # it imports this module
+
+    return composite(tx, ScaleByScheduleState, count="count")
+
+
+def tanh() -> Tanh:
+    """``u ← tanh(u)``, leaf by leaf.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tanh().update(jnp.array([0.0, 100.0]), None)[0]
+      Array([0., 1.], dtype=float32)
+    """
+    return Tanh()
 
 
 def clip(max_delta: Any) -> Clip:

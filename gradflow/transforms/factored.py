@@ -20,6 +20,7 @@ import numpy as np
 
 from gradflow import tree
 from gradflow.core import EmptyState, Schedule, Transform, chain, identity, pytree_dataclass, static_field
+from gradflow.layout import composite
 from gradflow.transforms.combine import ratio
 from gradflow.transforms.elementwise import root, shift, square
 from gradflow.validation import check_nonnegative, check_range
@@ -27,6 +28,7 @@ from gradflow.validation import check_nonnegative, check_range
 __all__ = [
     "AdafactorDecay",
     "FactoredEWMA",
+    "FactoredEWMAState",
     "FactoredState",
     "ScaleByParamBlockRMS",
     "decay_rate_pow",
@@ -98,18 +100,18 @@ def factored_dims(shape: tuple[int, ...], factored: bool, min_dim_size_to_factor
     return d1, d0
 
 
-class FactoredState(NamedTuple):
+class FactoredEWMAState(NamedTuple):
     """The state of :class:`FactoredEWMA`: three trees shaped like the params.
 
     ``v_row``/``v_col`` hold the row/column statistics of factored leaves and ``v`` the full statistic of
-    the others; an unused entry is an empty array of shape (0,).
+    the others; an unused entry is a placeholder of shape (1,), as in optax.
 
     Example:
       >>> import jax.numpy as jnp, gradflow as gf
       >>> tx = gf.factored_ewma(0.5, min_dim_size_to_factor=2)
       >>> state = tx.init({"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)})
       >>> state.v_row["w"].shape, state.v_col["w"].shape, state.v["w"].shape, state.v["b"].shape
-      ((2,), (3,), (0,), (3,))
+      ((2,), (3,), (1,), (3,))
     """
 
     v_row: Any
@@ -117,8 +119,24 @@ class FactoredState(NamedTuple):
     v: Any
 
 
+class FactoredState(NamedTuple):
+    """Adafactor's state in optax's layout: the step count and the :class:`FactoredEWMAState` fields.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> state = scale_by_factored_rms(min_dim_size_to_factor=2).init({"w": jnp.zeros((2, 3))})
+      >>> int(state.count), state.v_row["w"].shape, state.v_col["w"].shape
+      (0, (3,), (2,))
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count
+    v_row: Any
+    v_col: Any
+    v: Any
+
+
 def _empty(dtype: Any) -> jax.Array:
-    return jnp.zeros((0,), dtype)
+    return jnp.zeros((1,), dtype)
 
 
 def _without_axis(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
@@ -184,17 +202,17 @@ class FactoredEWMA(Transform):
         return out, _unzip(updates, results, first=1)
 
 
-def _check_structure(updates: Any, state: FactoredState, names: tuple[str, ...]) -> None:
+def _check_structure(updates: Any, state: FactoredEWMAState, names: tuple[str, ...]) -> None:
     structure: Any = jax.tree.structure(updates)  # a jaxlib PyTreeDef, which has no type stubs
     for name, other in zip(names[1:], state):
         if structure != jax.tree.structure(other):
             raise tree.TreeMismatchError(tree.describe_mismatch(updates, other, names[0], name))
 
 
-def _unzip(like: Any, results: Any, first: int = 0) -> FactoredState:
-    """Split a tree of per-leaf tuples (shaped like ``like``) into a :class:`FactoredState`."""
+def _unzip(like: Any, results: Any, first: int = 0) -> FactoredEWMAState:
+    """Split a tree of per-leaf tuples (shaped like ``like``) into a :class:`FactoredEWMAState`."""
     pick = lambda i: jax.tree.map(lambda _, r: r[i], like, results)
-    return FactoredState(pick(first), pick(first + 1), pick(first + 2))
+    return FactoredEWMAState(pick(first), pick(first + 1), pick(first + 2))
 
 
 @pytree_dataclass
@@ -297,7 +315,11 @@ def scale_by_factored_rms(
         raise TypeError(f"{owner}: decay_rate_fn must be a function (step, decay_rate) -> decay, got {decay_rate_fn!r}")
     schedule = AdafactorDecay(decay_rate, step_offset, None if decay_rate_fn is decay_rate_pow else decay_rate_fn)
     statistic = FactoredEWMA(schedule, bool(factored), _check_size(owner, min_dim_size_to_factor))
-    return ratio(identity(), chain(square(), shift(epsilon), statistic, root()))
+    inner = ratio(identity(), chain(square(), shift(epsilon), statistic, root()))
+    moments = "1.2.inner"  # the ScheduleState of the scheduled decay holds the count and the moments
+    return composite(
+        inner, FactoredState, count="1.2.count", v_row=f"{moments}.v_row", v_col=f"{moments}.v_col", v=f"{moments}.v"
+    )
 
 
 def scale_by_param_block_rms(min_scale: Any = 1e-3) -> ScaleByParamBlockRMS:

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from gradflow import tree
-from gradflow.core import Transform, pytree_dataclass, static_field
+from gradflow.core import Transform, chain, pytree_dataclass, static_field
+from gradflow.layout import OWN_COUNT, Composite, composite
 from gradflow.validation import check_nonnegative, check_number, check_range
 
 __all__ = [
@@ -21,19 +22,23 @@ __all__ = [
     "BiasCorrection",
     "CountState",
     "EWMAState",
+    "EmaState",
     "InterpolatedMomentum",
     "MaxState",
     "RunningMax",
     "ScaleByUpdateRMS",
     "SumState",
+    "TraceState",
     "UpdateRMSState",
     "accumulate",
     "bias_correction",
     "canonical_dtype",
+    "ema",
     "ewma",
     "interpolated_momentum",
     "running_max",
     "scale_by_update_rms",
+    "trace",
 ]
 
 
@@ -89,6 +94,29 @@ class UpdateRMSState(NamedTuple):
     mean_square: Any
 
 
+class TraceState(NamedTuple):
+    """optax's name for the momentum buffer of :func:`trace`.
+
+    >>> import jax.numpy as jnp
+    >>> trace(0.9).init(jnp.zeros(2))
+    TraceState(trace=Array([0., 0.], dtype=float32))
+    """
+
+    trace: Any
+
+
+class EmaState(NamedTuple):
+    """The step count and the (not bias-corrected) moving average of :func:`ema`.
+
+    >>> import jax.numpy as jnp
+    >>> ema(0.9).init(jnp.zeros(1))
+    EmaState(count=Array(0, dtype=int32), ema=Array([0.], dtype=float32))
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count
+    ema: Any
+
+
 @pytree_dataclass
 class EWMA(Transform):
     """Exponentially weighted moving average of the updates.
@@ -110,8 +138,9 @@ class EWMA(Transform):
         return EWMAState(tree.full_like(params, self.initial, self.dtype))
 
     def _weight(self):
-        # jnp.asarray: compute 1 − decay in the array dtype, as a jitted step does with the traced leaf.
-        return 1 - jnp.asarray(self.decay) if self.kind == "average" else 1
+        # 1 − decay in Python's double when decay is a Python number (an optimizer closed over by a jitted
+        # step, as optax programs do: optax's numbers exactly); in the leaf's dtype when it is traced.
+        return 1 - self.decay if self.kind == "average" else 1
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         weight = self._weight()
@@ -187,7 +216,7 @@ class InterpolatedMomentum(Transform):
         return EWMAState(tree.zeros_like(params, self.dtype))
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
-        b1, b2 = jnp.asarray(self.b1), jnp.asarray(self.b2)
+        b1, b2 = self.b1, self.b2  # 1 − b in double for Python numbers, as optax (see EWMA._weight)
         out = tree.map(lambda u, m: (1 - b1) * u + b1 * m, updates, state.mean, names=("updates", "state.mean"))
         mean = tree.map(lambda u, m: (1 - b2) * u + b2 * m, updates, state.mean)
         return tree.cast_like(out, updates), EWMAState(tree.cast_like(mean, state.mean))
@@ -210,7 +239,7 @@ class ScaleByUpdateRMS(Transform):
         out = tree.map(
             lambda u, s: jnp.sqrt(s + self.eps) * u, updates, state.mean_square, names=("updates", "state.mean_square")
         )
-        decay = jnp.asarray(self.decay)
+        decay = self.decay  # 1 − decay in double for a Python number, as optax (see EWMA._weight)
         mean_square = tree.map(lambda o, s: decay * s + (1 - decay) * jnp.square(o), out, state.mean_square)
         return tree.cast_like(out, updates), UpdateRMSState(tree.cast_like(mean_square, state.mean_square))
 
@@ -253,7 +282,7 @@ def bias_correction(decay: Any, *, step_offset: int = 0) -> BiasCorrection:
 
     Example:
       >>> import jax.numpy as jnp, gradflow
-      >>> tx = gradflow.chain(gradflow.ewma(0.9), gradflow.bias_correction(0.9))
+      >>> tx = gradflow.chain(gradflow.ewma(0.9), gradflow.debias(0.9))
       >>> g = jnp.array([2.0])
       >>> tx.update(g, tx.init(g))[0].round(4)  # the first corrected average is the first sample
       Array([2.], dtype=float32)
@@ -357,3 +386,58 @@ def scale_by_update_rms(decay: Any = 0.9, eps: Any = 1e-6) -> ScaleByUpdateRMS:
     check_range("scale_by_update_rms", "decay", decay, 0.0, 1.0)
     check_nonnegative("scale_by_update_rms", "eps", eps)
     return ScaleByUpdateRMS(decay, eps)
+
+
+def trace(decay: Any, nesterov: bool = False, accumulator_dtype: Any = None) -> Composite:
+    """optax's momentum buffer: t ← decay·t + u, output t (or decay·t + u with ``nesterov``).
+
+    Polyak's heavy ball (seed 002 eq. 1); with ``nesterov`` the look-ahead form of Sutskever et al. (2013).
+
+    Args:
+      decay: the momentum, in [0, 1).
+      nesterov: output decay·t + u with the new t.
+      accumulator_dtype: dtype of t (defaults to each parameter's dtype).
+
+    Returns:
+      ``ewma(decay, kind="momentum", nesterov=nesterov)`` with its state presented as a :class:`TraceState`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = trace(0.5)
+      >>> state = tx.init(jnp.zeros(1))
+      >>> for _ in range(2):
+      ...     t, state = tx.update(jnp.ones(1), state)
+      >>> t  # 1 + 0.5
+      Array([1.5], dtype=float32)
+    """
+    inner = ewma(
+        decay,
+        kind="momentum",
+        nesterov=nesterov,
+        dtype=canonical_dtype(accumulator_dtype, "trace", "accumulator_dtype"),
+    )
+    return composite(inner, TraceState, trace="mean")
+
+
+def ema(decay: Any, debias: bool = True, accumulator_dtype: Any = None) -> Composite:
+    """optax's exponential moving average: m ← decay·m + (1 − decay)·u, output m/(1 − decay^t) (or m).
+
+    Args:
+      decay: in [0, 1).
+      debias: divide by 1 − decay^t (t counts the updates from 1).
+      accumulator_dtype: dtype of m (defaults to each parameter's dtype).
+
+    Returns:
+      ``chain(ewma(decay), bias_correction(decay))`` (no correction with ``debias=False``), with its state
+      presented as an :class:`EmaState` (the count advances in both cases, as in optax).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = ema(0.9)
+      >>> tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))[0]  # debiased: the first sample itself
+      Array([2.], dtype=float32)
+    """
+    average = ewma(decay, dtype=canonical_dtype(accumulator_dtype, "ema", "accumulator_dtype"))
+    if debias:
+        return composite(chain(average, bias_correction(decay)), EmaState, count="1.count", ema="0.mean")
+    return composite(chain(average), EmaState, count=OWN_COUNT, ema="0.mean")

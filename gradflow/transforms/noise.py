@@ -4,13 +4,15 @@ u ← g + n,  n ~ N(0, σ_t² I),  σ_t² = eta / (1 + t)^gamma,
 
 where t is the number of updates done before the current one (t = 0 at the first update, so the first
 noise has variance ``eta``). This is optax's convention: ``optax.add_noise`` counts from 1 and divides by
-t^gamma, the same numbers. The PRNG key lives in the state, so a training loop stays a pure function of
-its inputs: the same key gives the same noise, and every update splits off a fresh key.
+t^gamma, the same numbers. The PRNG key lives in the state (a typed key, optax's ``AddNoiseState``), so a
+training loop stays a pure function of its inputs: the same key gives the same noise, and every update
+splits off a fresh key.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -25,29 +27,30 @@ __all__ = ["AddNoise", "AddNoiseState", "add_noise"]
 
 
 class AddNoiseState(NamedTuple):
-    """The state of :class:`AddNoise`.
+    """The state of :class:`AddNoise` (optax's fields).
 
     Attributes:
       count: int32 number of updates done (saturating), the t of σ_t² = eta / (1 + t)^gamma.
-      key: the raw data (``jax.random.key_data``, uint32) of the key the next update splits.
+      rng_key: the typed PRNG key (shape ``()``, a ``jax.random.key``) that the next update splits.
 
     Example:
       >>> import jax.numpy as jnp, gradflow as gf
       >>> state = gf.add_noise(eta=0.01, gamma=0.55, key=0).init(jnp.zeros(2))
-      >>> state.count, state.key.dtype, state.key.shape
-      (Array(0, dtype=int32), dtype('uint32'), (2,))
+      >>> state.count, state.rng_key.dtype, state.rng_key.shape
+      (Array(0, dtype=int32), key<fry>, ())
     """
 
     count: jax.Array  # type: ignore[assignment]  # mypy: the field shadows tuple.count
-    key: jax.Array
+    rng_key: jax.Array
 
 
 @pytree_dataclass
 class AddNoise(Transform):
     """Add Gaussian noise of variance eta / (1 + t)^gamma to every coordinate of the updates.
 
-    ``key`` holds the raw data of a PRNG key of the implementation named by ``impl``; it is a leaf, so a
-    batch of keys can be vmapped over like a batch of hyperparameters (independent noise per member).
+    ``key`` holds the raw data of a PRNG key of the implementation named by ``impl`` (the state holds the
+    typed key); it is a leaf, so a batch of keys can be vmapped over like a batch of hyperparameters
+    (independent noise per member).
     Each update splits the state's key into the next key and a sample key; the sample key is split once
     more into one key per leaf of the updates (in ``jax.tree.leaves`` order), the order optax uses, so
     that the same key gives optax's noise on float32 updates. Noise is drawn in float32 (float64 for
@@ -66,7 +69,7 @@ class AddNoise(Transform):
     impl: str = static_field(default="threefry2x32")
 
     def init(self, params: Any) -> Any:
-        return AddNoiseState(jnp.zeros([], jnp.int32), jnp.asarray(self.key))
+        return AddNoiseState(jnp.zeros([], jnp.int32), jax.random.wrap_key_data(jnp.asarray(self.key), impl=self.impl))
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         eta, gamma = jnp.asarray(self.eta), jnp.asarray(self.gamma)
@@ -74,7 +77,11 @@ class AddNoise(Transform):
         steps = (state.count + 1).astype(dtype)  # 1 + t, t updates done before this one
         std = jnp.sqrt(eta.astype(dtype) / steps ** gamma.astype(dtype))
 
-        next_key, sample_key = jax.random.split(jax.random.wrap_key_data(state.key, impl=self.impl))
+        key = state.rng_key
+        typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        if not typed:  # raw key data (an older gradflow state, or restored so): the state keeps its form
+            key = jax.random.wrap_key_data(key, impl=self.impl)
+        next_key, sample_key = jax.random.split(key)
         treedef: Any  # a jaxlib PyTreeDef, which has no type stubs
         leaves, treedef = jax.tree.flatten(updates)
         keys = jax.random.split(sample_key, len(leaves))
@@ -85,8 +92,8 @@ class AddNoise(Transform):
             return (jnp.asarray(u).astype(wide) + std.astype(wide) * noise).astype(jnp.result_type(u))
 
         out = treedef.unflatten([noisy(u, keys[i]) for i, u in enumerate(leaves)])
-        new_key = jax.random.key_data(next_key).astype(state.key.dtype)
-        return out, AddNoiseState(tree.saturating_increment(state.count), new_key)
+        next_key = next_key if typed else jax.random.key_data(next_key).astype(state.rng_key.dtype)
+        return out, AddNoiseState(tree.saturating_increment(state.count), next_key)
 
 
 def _is_key_array(value: Any) -> bool:
@@ -126,9 +133,10 @@ def add_noise(eta: Any, gamma: Any, key: Any = None, *, seed: Any = None) -> Add
     noise helps to leave saddle points and poor local minima).
 
     The key is held in the state and split at every update, so the noise is a deterministic function of
-    ``key`` and differs from step to step. Unlike optax (which falls back to key 0 with a warning), a key
-    or seed is required. Noise is drawn in float32 (float64 for float64 updates) and the noisy updates
-    are returned in the gradient's dtype; optax draws bfloat16 noise for bfloat16 gradients.
+    ``key`` and differs from step to step. Without a key or seed, key 0 is used with a warning, as in
+    optax (every such run draws the same noise). Noise is drawn in float32 (float64 for float64 updates)
+    and the noisy updates are returned in the gradient's dtype; optax draws bfloat16 noise for bfloat16
+    gradients.
 
     Args:
       eta: base variance η ≥ 0 (a number, an array or a schedule).
@@ -140,7 +148,8 @@ def add_noise(eta: Any, gamma: Any, key: Any = None, *, seed: Any = None) -> Add
       An :class:`AddNoise` transform whose state is :class:`AddNoiseState`.
 
     Raises:
-      ValueError: if neither or both of ``key`` and ``seed`` are given, or eta/gamma are out of range.
+      ValueError: if both ``key`` and ``seed`` are given, or eta/gamma are out of range.
+      TypeError: if ``key`` is neither a key nor an integer seed.
 
     Example:
       >>> import jax.numpy as jnp
@@ -158,7 +167,13 @@ def add_noise(eta: Any, gamma: Any, key: Any = None, *, seed: Any = None) -> Add
     check_range("add_noise", "eta", eta, 0.0, math.inf)
     check_range("add_noise", "gamma", gamma, 0.0, math.inf)
     if key is None and seed is None:
-        raise ValueError("add_noise: pass key (a jax.random.key or an integer seed) or seed; the noise needs one")
+        warnings.warn(
+            "add_noise: no key given, so key 0 is used (as optax does); pass key=jax.random.key(...) or an "
+            "integer seed for noise of your own",
+            UserWarning,
+            stacklevel=2,
+        )
+        key = 0
     if key is not None and seed is not None:
         raise ValueError("add_noise: pass only one of key and seed")
     data, impl = _key_data(key if key is not None else seed)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +11,7 @@ import numpy as np
 
 from gradflow import tree
 from gradflow.core import EmptyState, Transform, pytree_dataclass, static_field
+from gradflow.layout import composite
 from gradflow.validation import check_nonnegative
 
 __all__ = [
@@ -86,18 +87,8 @@ class AddDecayedWeights(Transform):
         return tree.cast_like(decayed, updates), state
 
 
-class ClipState(NamedTuple):
-    """How many updates had a non-finite global norm (and were replaced by zeros).
-
-    Example:
-      >>> import jax.numpy as jnp, gradflow as gf
-      >>> tx = gf.clip_by_global_norm(1.0)
-      >>> updates, state = tx.update(jnp.array([jnp.inf, 1.0]), tx.init(None))
-      >>> updates, state.nonfinite_count  # a non-finite norm: zeros, and the count goes up
-      (Array([0., 0.], dtype=float32), Array(1, dtype=int32))
-    """
-
-    nonfinite_count: jax.Array
+ClipState = EmptyState
+"""The (empty) state of :func:`clip_by_global_norm`: optax's alias of ``EmptyState``."""
 
 
 @pytree_dataclass
@@ -106,15 +97,15 @@ class ClipByGlobalNorm(Transform):
 
     ‖u‖ is the Euclidean norm of all leaves together (Pascanu et al., 2013). Where the sum of squares
     overflows while every entry is finite, the norm is recomputed on the updates divided by their largest
-    magnitude. Where the norm is NaN or infinite, the updates are replaced by zeros and
-    ``ClipState.nonfinite_count`` goes up by one: a NaN never passes through the clip into the parameters
-    (optax returns NaN updates there).
+    magnitude. Where the norm is NaN or infinite, the updates are replaced by zeros: a NaN never passes
+    through the clip into the parameters (optax returns NaN updates there). The state is optax's empty
+    ``ClipState``; to count (and skip) such steps, wrap the optimizer in :func:`gradflow.apply_if_finite`.
     """
 
     max_norm: Any
 
     def init(self, params: Any) -> Any:
-        return ClipState(jnp.zeros([], jnp.int32))
+        return EmptyState()
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         norm = tree.global_norm(updates)
@@ -125,8 +116,7 @@ class ClipByGlobalNorm(Transform):
         # per-leaf ``u / norm`` before Adam on a 16M-element leaf).
         factor = jnp.where(norm < self.max_norm, 1.0, self.max_norm / norm)
         clipped = tree.map(lambda u: jnp.where(finite, u * factor.astype(u.dtype), 0).astype(u.dtype), updates)
-        count = jnp.where(finite, state.nonfinite_count, tree.saturating_increment(state.nonfinite_count))
-        return clipped, ClipState(count)
+        return clipped, state
 
 
 def _rescaled_global_norm(updates: Any, dtype: Any) -> jax.Array:
@@ -137,7 +127,7 @@ def _rescaled_global_norm(updates: Any, dtype: Any) -> jax.Array:
     return (largest * scaled).astype(dtype)
 
 
-def add_decayed_weights(weight_decay: Any = 0.0, mask: Any = None) -> AddDecayedWeights:
+def add_decayed_weights(weight_decay: Any = 0.0, mask: Any = None) -> Transform:
     """Add ``weight_decay · params`` to the updates (AdamW's decoupled decay before the learning rate).
 
     Args:
@@ -152,7 +142,23 @@ def add_decayed_weights(weight_decay: Any = 0.0, mask: Any = None) -> AddDecayed
       Array([0.2], dtype=float32)
     """
     check_nonnegative("add_decayed_weights", "weight_decay", weight_decay)
-    return AddDecayedWeights(weight_decay, FrozenMask.of(mask))
+    decay = AddDecayedWeights(weight_decay, FrozenMask.of(mask))
+    return decay if mask is None else presented_as_masked(decay)
+
+
+def presented_as_masked(tx: Transform) -> Transform:
+    """A stateless transform that applies its own mask, its state presented as optax's ``masked`` holds it.
+
+    optax masks a transform by wrapping it (``masked(add_decayed_weights(...), mask)``), so its state is
+    ``MaskedState(inner_state=EmptyState())``; gradflow's transform applies the mask itself.
+
+    >>> import jax.numpy as jnp, gradflow as gf
+    >>> presented_as_masked(gf.add_decayed_weights(0.1)).init(jnp.zeros(1))
+    MaskedState(inner_state=EmptyState())
+    """
+    from gradflow.wrappers.partition import MaskedState  # the wrappers import the transforms: no cycle at import
+
+    return composite(tx, MaskedState, inner_state="")
 
 
 def clip_by_global_norm(max_norm: Any) -> ClipByGlobalNorm:

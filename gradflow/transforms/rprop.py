@@ -12,10 +12,10 @@ from gradflow import tree
 from gradflow.core import Schedule, Transform, is_schedule_like, pytree_dataclass, static_field
 from gradflow.validation import check_learning_rate, check_nonnegative, check_range
 
-__all__ = ["RpropState", "ScaleByRprop", "check_rprop_hyperparameters", "scale_by_rprop"]
+__all__ = ["ScaleByRprop", "ScaleByRpropState", "check_rprop_hyperparameters", "scale_by_rprop"]
 
 
-class RpropState(NamedTuple):
+class ScaleByRpropState(NamedTuple):
     """Rprop's buffers, shaped like the parameters (and in their dtypes).
 
     Attributes:
@@ -59,7 +59,7 @@ class ScaleByRprop(Transform):
     weight_backtracking: bool = static_field(default=False)
 
     def init(self, params: Any) -> Any:
-        return RpropState(tree.full_like(params, self.learning_rate), tree.zeros_like(params))
+        return ScaleByRpropState(tree.full_like(params, self.learning_rate), tree.zeros_like(params))
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         eta_minus, eta_plus = jnp.asarray(self.eta_minus), jnp.asarray(self.eta_plus)
@@ -93,7 +93,7 @@ class ScaleByRprop(Transform):
             )
         ]
         out, step_sizes, prev_updates = (structure.unflatten(list(x)) for x in zip(*parts))
-        return out, RpropState(step_sizes, prev_updates)
+        return out, ScaleByRpropState(step_sizes, prev_updates)
 
 
 def _is_concrete(value: Any) -> bool:
@@ -136,7 +136,7 @@ def scale_by_rprop(
         change, as in the 1993 paper.
 
     Returns:
-      A transform whose state is a :class:`RpropState`.
+      A transform whose state is a :class:`ScaleByRpropState`.
 
     Example:
       >>> import jax.numpy as jnp

@@ -7,11 +7,14 @@ the primitives in :mod:`gradflow.transforms.elementwise`, :mod:`~gradflow.transf
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
+
+import jax
 
 from gradflow.core import Transform, chain, identity
+from gradflow.layout import OWN_COUNT, composite
 from gradflow.transforms.combine import difference, interpolate, ratio
-from gradflow.transforms.elementwise import absolute, root, shift, sign, square
+from gradflow.transforms.elementwise import absolute, clip, root, scale, shift, sign, square, tanh
 from gradflow.transforms.moments import (
     accumulate,
     canonical_dtype,
@@ -24,6 +27,15 @@ from gradflow.transforms.moments import bias_correction as _bias_correction
 from gradflow.validation import check_nonnegative, check_range
 
 __all__ = [
+    "ScaleByAdaDeltaState",
+    "ScaleByAdamState",
+    "ScaleByAmsgradState",
+    "ScaleByLionState",
+    "ScaleByRStdDevState",
+    "ScaleByRStdDevWithCountState",
+    "ScaleByRmsState",
+    "ScaleByRmsWithCountState",
+    "ScaleByRssState",
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adamax",
@@ -33,6 +45,120 @@ __all__ = [
     "scale_by_rss",
     "scale_by_stddev",
 ]
+
+
+# The states, in optax's layout (each scaling below is a Composite presenting its chain's state so).
+
+
+class ScaleByRssState(NamedTuple):
+    """AdaGrad's accumulated squares, as optax lays them out.
+
+    >>> import jax.numpy as jnp, gradflow as gf
+    >>> gf.scale_by_rss().init(jnp.zeros(2))
+    ScaleByRssState(sum_of_squares=Array([0.1, 0.1], dtype=float32))
+    """
+
+    sum_of_squares: Any
+
+
+class ScaleByRmsState(NamedTuple):
+    """RMSprop's moving average of squares ``nu``.
+
+    >>> import jax.numpy as jnp, gradflow as gf
+    >>> gf.scale_by_rms().init(jnp.zeros(1))
+    ScaleByRmsState(nu=Array([0.], dtype=float32))
+    """
+
+    nu: Any
+
+
+class ScaleByRmsWithCountState(NamedTuple):
+    """RMSprop's ``nu`` with the step count its bias correction needs.
+
+    >>> import jax.numpy as jnp, gradflow as gf
+    >>> gf.scale_by_rms(bias_correction=True).init(jnp.zeros(1)).count
+    Array(0, dtype=int32)
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count
+    nu: Any
+
+
+class ScaleByRStdDevState(NamedTuple):
+    """Centered RMSprop's averages of the gradient ``mu`` and of its square ``nu``.
+
+    >>> import jax.numpy as jnp, gradflow as gf
+    >>> gf.scale_by_stddev().init(jnp.zeros(1))._fields
+    ('mu', 'nu')
+    """
+
+    mu: Any
+    nu: Any
+
+
+class ScaleByRStdDevWithCountState(NamedTuple):
+    """Centered RMSprop's ``mu`` and ``nu`` with the step count of their bias correction.
+
+    >>> import jax.numpy as jnp, gradflow as gf
+    >>> gf.scale_by_stddev(bias_correction=True).init(jnp.zeros(1))._fields
+    ('count', 'mu', 'nu')
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count
+    mu: Any
+    nu: Any
+
+
+class ScaleByAdamState(NamedTuple):
+    """Adam's step count and moments (also the state of AdaMax, NAdam, Yogi and RAdam, as in optax).
+
+    >>> import jax.numpy as jnp, gradflow as gf
+    >>> state = gf.adam(0.1).init({"w": jnp.zeros(2)})
+    >>> int(state[0].count), state[0].mu["w"]
+    (0, Array([0., 0.], dtype=float32))
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count
+    mu: Any
+    nu: Any
+
+
+class ScaleByAmsgradState(NamedTuple):
+    """AMSGrad's step count, moments and running maximum ``nu_max`` of the second moment.
+
+    >>> import jax.numpy as jnp, gradflow as gf
+    >>> gf.scale_by_amsgrad().init(jnp.zeros(1))._fields
+    ('count', 'mu', 'nu', 'nu_max')
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count
+    mu: Any
+    nu: Any
+    nu_max: Any
+
+
+class ScaleByLionState(NamedTuple):
+    """Lion's step count and momentum.
+
+    >>> import jax.numpy as jnp, gradflow as gf
+    >>> gf.scale_by_lion().init(jnp.zeros(1))
+    ScaleByLionState(count=Array(0, dtype=int32), mu=Array([0.], dtype=float32))
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count
+    mu: Any
+
+
+class ScaleByAdaDeltaState(NamedTuple):
+    """Adadelta's averages of squared gradients ``e_g`` and of squared updates ``e_x``.
+
+    >>> import jax.numpy as jnp, gradflow as gf
+    >>> gf.scale_by_adadelta().init(jnp.zeros(1))._fields
+    ('e_g', 'e_x')
+    """
+
+    e_g: Any
+    e_x: Any
 
 
 def _check_unit(owner: str, **values: Any) -> None:
@@ -78,7 +204,8 @@ def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7) -> Trans
       [0.7071, -0.7071]
     """
     _check_eps("scale_by_rss", initial_accumulator_value=initial_accumulator_value, eps=eps)
-    return ratio(identity(), chain(square(), accumulate(initial_accumulator_value), root(eps_root=eps)))
+    inner = ratio(identity(), chain(square(), accumulate(initial_accumulator_value), root(eps_root=eps)))
+    return composite(inner, ScaleByRssState, sum_of_squares="1.1.total")
 
 
 def scale_by_rms(
@@ -112,7 +239,10 @@ def scale_by_rms(
     _check_unit("scale_by_rms", decay=decay)
     _check_eps("scale_by_rms", eps=eps, initial_scale=initial_scale)
     debias = [_bias_correction(decay)] if bias_correction else []
-    return ratio(identity(), chain(square(), ewma(decay, initial=initial_scale), *debias, _root(eps, eps_in_sqrt)))
+    inner = ratio(identity(), chain(square(), ewma(decay, initial=initial_scale), *debias, _root(eps, eps_in_sqrt)))
+    if bias_correction:
+        return composite(inner, ScaleByRmsWithCountState, count="1.2.count", nu="1.1.mean")
+    return composite(inner, ScaleByRmsState, nu="1.1.mean")
 
 
 def scale_by_stddev(
@@ -152,7 +282,16 @@ def scale_by_stddev(
         chain(square(), ewma(decay, initial=initial_scale), *debias),
         chain(ewma(decay), *debias, square()),
     )
-    return ratio(identity(), chain(variance, _root(eps, eps_in_sqrt)))
+    inner = ratio(identity(), chain(variance, _root(eps, eps_in_sqrt)))
+    if bias_correction:
+        return composite(
+            inner,
+            ScaleByRStdDevWithCountState,
+            count=("1.0.0.2.count", "1.0.1.1.count"),
+            mu="1.0.1.0.mean",
+            nu="1.0.0.1.mean",
+        )
+    return composite(inner, ScaleByRStdDevState, mu="1.0.1.0.mean", nu="1.0.0.1.mean")
 
 
 def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> Transform:
@@ -178,7 +317,9 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> Transform:
     """
     _check_unit("scale_by_adadelta", rho=rho)
     _check_eps("scale_by_adadelta", eps=eps)
-    return chain(scale_by_rms(rho, eps), scale_by_update_rms(rho, eps))
+    mean_square = ratio(identity(), chain(square(), ewma(rho), root(eps_root=eps)))  # scale_by_rms(rho, eps)
+    inner = chain(mean_square, scale_by_update_rms(rho, eps))
+    return composite(inner, ScaleByAdaDeltaState, e_g="0.1.1.mean", e_x="1.mean_square")
 
 
 def _first_moment(b1: Any, mu_dtype: Any, nesterov: bool) -> Transform:
@@ -225,10 +366,12 @@ def scale_by_adam(
     _check_unit("scale_by_adam", b1=b1, b2=b2)
     _check_eps("scale_by_adam", eps=eps, eps_root=eps_root)
     _check_dtypes("scale_by_adam", mu_dtype=mu_dtype, nu_dtype=nu_dtype)
-    return ratio(
+    inner = ratio(
         _first_moment(b1, mu_dtype, nesterov),
         chain(square(), ewma(b2, dtype=nu_dtype), _bias_correction(b2), root(eps=eps, eps_root=eps_root)),
     )
+    first = ("0.0.0", ("0.0.1.count", "0.1.count")) if nesterov else ("0.0", ("0.1.count",))
+    return composite(inner, ScaleByAdamState, count=(*first[1], "1.2.count"), mu=f"{first[0]}.mean", nu="1.1.mean")
 
 
 def scale_by_amsgrad(
@@ -278,9 +421,18 @@ def scale_by_amsgrad(
     _check_dtypes("scale_by_amsgrad", mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     mu_debias = [_bias_correction(b1)] if bias_correction_mu else []
     nu_debias = [_bias_correction(b2)] if bias_correction_nu else []
-    return ratio(
+    inner = ratio(
         chain(ewma(b1, dtype=mu_dtype), *mu_debias),
         chain(square(), ewma(b2, dtype=nu_dtype), *nu_debias, running_max(), root(eps=eps, eps_root=eps_root)),
+    )
+    counts = ("0.1.count",) * bool(mu_debias) + ("1.2.count",) * bool(nu_debias)
+    return composite(
+        inner,
+        ScaleByAmsgradState,
+        count=counts or OWN_COUNT,
+        mu="0.0.mean",
+        nu="1.1.mean",
+        nu_max=f"1.{2 + len(nu_debias)}.maximum",
     )
 
 
@@ -309,27 +461,48 @@ def scale_by_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> Transfor
     """
     _check_unit("scale_by_adamax", b1=b1, b2=b2)
     _check_eps("scale_by_adamax", eps=eps)
-    return ratio(chain(ewma(b1), _bias_correction(b1)), chain(absolute(), shift(eps), running_max(b2)))
+    inner = ratio(chain(ewma(b1), _bias_correction(b1)), chain(absolute(), shift(eps), running_max(b2)))
+    return composite(inner, ScaleByAdamState, count="0.1.count", mu="0.0.mean", nu="1.2.maximum")
 
 
-def scale_by_lion(b1: Any = 0.9, b2: Any = 0.99, mu_dtype: Any = None) -> Transform:
+def scale_by_lion(
+    b1: Any = 0.9,
+    b2: Any = 0.99,
+    mu_dtype: Any = None,
+    *,
+    mode: str = "hard",
+    smooth_beta: Any = 1.0,
+) -> Transform:
     """Lion's direction (Chen et al., 2023): sign(b1·m + (1−b1)·g), then m ← b2·m + (1−b2)·g.
+
+    ``mode="smooth"`` replaces sign(x) by tanh(smooth_beta·x); ``mode="refined"`` by x clipped to
+    [−1, 1] (linear near 0, the sign beyond), as optax 0.2.8.
 
     Args:
       b1: weight of the momentum in the direction, in [0, 1).
       b2: decay of the momentum m (from 0), in [0, 1).
       mu_dtype: dtype of m (defaults to each parameter's dtype).
+      mode: keyword-only; ``"hard"`` (sign), ``"smooth"`` (tanh) or ``"refined"`` (clip to ±1).
+      smooth_beta: keyword-only; the slope of the tanh of ``mode="smooth"``.
 
     Returns:
-      ``chain(interpolated_momentum(b1, b2, mu_dtype), sign())``.
+      ``chain(interpolated_momentum(b1, b2, mu_dtype), sign())`` (for the default mode).
 
     Example:
       >>> import jax.numpy as jnp, gradflow as gf
       >>> tx = gf.scale_by_lion()
       >>> g = jnp.array([0.5, -2.0])
       >>> u, state = tx.update(g, tx.init(g))
-      >>> u, [round(float(m), 4) for m in state[0].mean]  # sign(0.1·g); the momentum is now 0.01·g
+      >>> u, [round(float(m), 4) for m in state.mu]  # sign(0.1·g); the momentum is now 0.01·g
       (Array([ 1., -1.], dtype=float32), [0.005, -0.02])
     """
     _check_dtypes("scale_by_lion", mu_dtype=mu_dtype)
-    return chain(interpolated_momentum(b1, b2, mu_dtype), sign())
+    modes: dict[str, list[Transform]] = {
+        "hard": [sign()],
+        "smooth": [scale(smooth_beta), tanh()],
+        "refined": [clip(1.0)],
+    }
+    if mode not in modes:
+        raise ValueError(f"scale_by_lion: mode must be one of {sorted(modes)}, got {mode!r}")
+    inner = chain(interpolated_momentum(b1, b2, mu_dtype), *modes[mode])
+    return composite(inner, ScaleByLionState, count=OWN_COUNT, mu="0.mean")

@@ -22,10 +22,9 @@ import jax.numpy as jnp
 from gradflow import tree
 from gradflow.core import (
     ForeignTransform,
-    FunctionSchedule,
     Schedule,
     Transform,
-    is_schedule_like,
+    evaluates_own_schedules,
     pytree_dataclass,
     static_field,
 )
@@ -42,11 +41,12 @@ __all__ = [
 
 
 class ScheduleFreeState(NamedTuple):
-    """The state of :class:`ScheduleFree` (field names as in optax.contrib, without ``step_count``).
+    """The state of :class:`ScheduleFree`, in optax.contrib's layout.
 
     Attributes:
       b1: the interpolation weight used by the latest update (needed to recover x from y and z).
       weight_sum: Σ w_i of the averaging weights so far.
+      step_count: int32 t of the next update, from 1 (the count at which a scheduled learning rate is read).
       max_lr: the largest learning rate seen so far.
       base_optimizer_state: the base optimizer's state.
       z: the base optimizer's iterate, shaped like the parameters (dtype ``state_dtype``).
@@ -61,6 +61,7 @@ class ScheduleFreeState(NamedTuple):
 
     b1: jax.Array
     weight_sum: jax.Array
+    step_count: jax.Array
     max_lr: jax.Array
     base_optimizer_state: Any
     z: Any
@@ -114,6 +115,7 @@ class ScheduleFree(Transform):
     weight_lr_power: Any = 2.0
     state_dtype: Any = static_field(default=None)
 
+    @evaluates_own_schedules
     def init(self, params: Any) -> Any:
         tree.check_float_leaves(params)
         dtype = _scalar_dtype(params)
@@ -121,17 +123,22 @@ class ScheduleFree(Transform):
         return ScheduleFreeState(
             b1=jnp.asarray(self.b1).astype(dtype),
             weight_sum=jnp.zeros([], dtype),
+            step_count=jnp.ones([], jnp.int32),
             max_lr=jnp.zeros([], dtype),
             base_optimizer_state=self.base_optimizer.init(params),
             z=z,
         )
 
+    @evaluates_own_schedules
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         if params is None:
             raise ValueError("schedule_free needs the parameters (the current y): call update(grads, state, params)")
         dtype = state.weight_sum.dtype
         b1 = jnp.asarray(self.b1).astype(dtype)
-        max_lr = jnp.maximum(state.max_lr, jnp.asarray(self.learning_rate).astype(dtype))
+        learning_rate = self.learning_rate
+        if isinstance(learning_rate, Schedule):  # read at t, from 1: one step ahead of a base optimizer's count
+            learning_rate = learning_rate(state.step_count)
+        max_lr = jnp.maximum(state.max_lr, jnp.asarray(learning_rate).astype(dtype))
         weight = max_lr ** jnp.asarray(self.weight_lr_power).astype(dtype)
         weight_sum = state.weight_sum + weight
         # c = w / Σw, and 0 while every learning rate so far is 0 (Σw = 0); NaN still propagates.
@@ -147,7 +154,8 @@ class ScheduleFree(Transform):
             return (b1 * x + (1 - b1) * z_new - y).astype(jnp.result_type(u))
 
         out = tree.map(step, params, state.z, z, updates, names=("params", "state.z", "z", "updates"))
-        return out, ScheduleFreeState(b1, weight_sum, max_lr, base_state, z)
+        step_count = tree.saturating_increment(state.step_count)
+        return out, ScheduleFreeState(b1, weight_sum, step_count, max_lr, base_state, z)
 
 
 def schedule_free(
@@ -199,9 +207,6 @@ def schedule_free(
             )
         base_optimizer = ForeignTransform(base_optimizer)
     check_learning_rate(owner, learning_rate)
-    if isinstance(learning_rate, Schedule) or is_schedule_like(learning_rate):
-        inner = learning_rate if isinstance(learning_rate, Schedule) else FunctionSchedule(learning_rate)
-        learning_rate = ShiftedSchedule(inner, 1)
     check_range(owner, "b1", b1, 0.0, 1.0, low_open=True, high_open=False)
     check_nonnegative(owner, "weight_lr_power", weight_lr_power)
     state_dtype = canonical_dtype(state_dtype, owner, "state_dtype")  # ValueError if not floating point
@@ -230,7 +235,7 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
     Example:
       >>> import jax.numpy as jnp
       >>> from gradflow.transforms.schedule_free import ScheduleFreeState, schedule_free_eval_params
-      >>> state = ScheduleFreeState(jnp.array(0.5), jnp.array(1.0), jnp.array(1.0), (), jnp.array([3.0]))
+      >>> state = ScheduleFreeState(jnp.array(0.5), jnp.array(1.0), jnp.array(2), jnp.array(1.0), (), jnp.array([3.0]))
       >>> schedule_free_eval_params(state, jnp.array([2.0]))  # (2 − 0.5·3)/0.5
       Array([1.], dtype=float32)
     """

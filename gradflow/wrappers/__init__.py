@@ -15,10 +15,18 @@ from gradflow.wrappers.finite import (
     apply_if_finite,
     zero_nans,
 )
-from gradflow.wrappers.lookahead import Lookahead, LookaheadState, lookahead, slow_params
+from gradflow.wrappers.lookahead import (
+    Lookahead,
+    LookaheadParams,
+    LookaheadSlowState,
+    LookaheadState,
+    lookahead,
+    slow_params,
+)
 from gradflow.wrappers.partition import (
     Masked,
     MaskedState,
+    MultiTransformState,
     Partition,
     PartitionState,
     SetToZero,
@@ -35,11 +43,14 @@ __all__ = [
     "AverageParams",
     "AverageParamsState",
     "Lookahead",
+    "LookaheadParams",
+    "LookaheadSlowState",
     "LookaheadState",
     "Masked",
     "MaskedState",
     "MultiSteps",
     "MultiStepsState",
+    "MultiTransformState",
     "Partition",
     "PartitionState",
     "SetToZero",

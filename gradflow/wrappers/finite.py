@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradflow import tree
-from gradflow.core import Transform, pytree_dataclass
+from gradflow.core import Transform, pytree_dataclass, static_field
 from gradflow.wrappers._common import as_transform, is_none
 
 __all__ = [
@@ -26,14 +27,14 @@ class ApplyIfFiniteState(NamedTuple):
     """The state of :func:`apply_if_finite` (optax's field names).
 
     Attributes:
-      notfinite_count: int32 number of consecutive skipped steps (0 after a finite step).
-      last_finite: bool, whether the latest step was finite (and applied).
-      total_notfinite: int32 number of skipped steps since init (never reset).
-      inner_state: the inner transform's state, as of the latest finite step.
+      notfinite_count: int32 number of non-finite steps in a row (0 after a finite step).
+      last_finite: bool, whether the latest step was finite (its gradient and the inner's output).
+      total_notfinite: int32 number of non-finite steps since init (never reset).
+      inner_state: the inner transform's state, as of the latest applied step.
 
     Example:
       >>> import jax.numpy as jnp, gradflow as gf
-      >>> state = gf.apply_if_finite(gf.sgd(0.1)).init(jnp.zeros(2))
+      >>> state = gf.apply_if_finite(gf.sgd(0.1), max_consecutive_errors=5).init(jnp.zeros(2))
       >>> int(state.notfinite_count), bool(state.last_finite), state.inner_state
       (0, True, (EmptyState(), EmptyState()))
     """
@@ -71,16 +72,20 @@ class ApplyIfFinite(Transform):
     """Run ``inner`` and apply its step only if the incoming updates and its output are all finite.
 
     finite = all(isfinite(g)) ∧ all(isfinite(inner(g))); u ← inner(g) and the inner state advances if
-    finite, else u ← 0 and the inner state stays as it was.
+    finite, else u ← 0 and the inner state stays as it was. With ``after_limit="apply"``, optax's rule:
+    finite = all(isfinite(g)) only, and a step that is the (max_consecutive_errors + 1)-th non-finite one
+    in a row is applied as it is.
 
     Example:
       >>> import jax.numpy as jnp, gradflow as gf
-      >>> tx = gf.apply_if_finite(gf.sgd(0.1))
-      >>> isinstance(tx, gf.ApplyIfFinite), isinstance(tx.inner, gf.Chain)
-      (True, True)
+      >>> tx = gf.apply_if_finite(gf.sgd(0.1), max_consecutive_errors=3)
+      >>> isinstance(tx, gf.ApplyIfFinite), isinstance(tx.inner, gf.Chain), tx.max_consecutive_errors
+      (True, True, 3)
     """
 
     inner: Transform
+    max_consecutive_errors: int = static_field()
+    after_limit: Literal["skip", "apply"] = static_field(default="skip")
 
     def init(self, params: Any) -> Any:
         zero = jnp.zeros([], jnp.int32)
@@ -88,23 +93,49 @@ class ApplyIfFinite(Transform):
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         old = state.inner_state
+        # Past the limit (only with after_limit="apply"), a non-finite step is applied: optax's rule.
+        give_up = jnp.array(self.after_limit == "apply") & (
+            tree.saturating_increment(state.notfinite_count) > self.max_consecutive_errors
+        )
 
         def attempt(_):
             out, new = self.inner.update(updates, old, params, **extra)
             out = tree.cast_like(out, updates)
-            ok = all_finite(out)
-            out = jax.tree.map(lambda o: jnp.where(ok, o, jnp.zeros_like(o)), out)
-            new = jax.tree.map(lambda n, o: jnp.where(ok, n, o).astype(jnp.result_type(o)), new, old)
+            ok = all_finite(updates) if self.after_limit == "apply" else all_finite(out) & all_finite(updates)
+            accept = ok | give_up
+            out = jax.tree.map(lambda o: jnp.where(accept, o, jnp.zeros_like(o)), out)
+            new = jax.tree.map(lambda n, o: jnp.where(accept, n, o).astype(jnp.result_type(o)), new, old)
             return out, new, ok
 
         def skip(_):
             return _zeros(updates), old, jnp.array(False)
 
         # The inner update does not even run on a non-finite gradient (under vmap, both branches run).
-        out, inner_state, finite = jax.lax.cond(all_finite(updates), attempt, skip, None)
+        out, inner_state, finite = jax.lax.cond(all_finite(updates) | give_up, attempt, skip, None)
         notfinite_count = jnp.where(finite, 0, tree.saturating_increment(state.notfinite_count))
         total = jnp.where(finite, state.total_notfinite, tree.saturating_increment(state.total_notfinite))
         return out, ApplyIfFiniteState(notfinite_count, finite, total, inner_state)
+
+    def exceeded(self, state: Any) -> jax.Array:
+        """Whether more than ``max_consecutive_errors`` steps in a row were not finite (the run has diverged).
+
+        Args:
+          state: this transform's :class:`ApplyIfFiniteState`.
+
+        Returns:
+          A boolean scalar: ``state.notfinite_count > max_consecutive_errors``.
+
+        Example:
+          >>> import jax.numpy as jnp, gradflow as gf
+          >>> tx = gf.apply_if_finite(gf.sgd(0.1), max_consecutive_errors=1)
+          >>> params = jnp.zeros(1); state = tx.init(params)
+          >>> for _ in range(2):
+          ...     _, state = tx.update(jnp.array([jnp.nan]), state, params)
+          ...     print(bool(tx.exceeded(state)))
+          False
+          True
+        """
+        return jnp.asarray(state.notfinite_count) > self.max_consecutive_errors
 
 
 @pytree_dataclass
@@ -128,31 +159,43 @@ class ZeroNans(Transform):
         return out, ZeroNansState(found)
 
 
-def apply_if_finite(inner: Any, max_consecutive_errors: Any = None) -> ApplyIfFinite:
+def apply_if_finite(
+    inner: Any, max_consecutive_errors: int, *, after_limit: Literal["skip", "apply"] = "skip"
+) -> ApplyIfFinite:
     """Skip every step whose gradient, or whose update from ``inner``, holds a NaN or an Inf.
 
     On a skipped step the returned updates are zeros and ``inner``'s state is left exactly as it was,
     so a burst of bad batches (an overflow in mixed precision, a corrupt example) leaves no trace in
     the optimizer's moments. The state counts consecutive and total skipped steps and records whether
-    the latest step was finite (:class:`ApplyIfFiniteState`, optax's field names).
+    the latest step was finite (:class:`ApplyIfFiniteState`, optax's fields).
 
-    Difference from optax: ``optax.apply_if_finite(inner, max_consecutive_errors)`` gives up after
-    ``max_consecutive_errors`` consecutive non-finite steps and applies the next non-finite update,
-    writing NaNs into the parameters and the optimizer state. gradflow never applies a non-finite
-    update, however many come in a row; watch ``state.notfinite_count`` to stop a diverged run.
-    optax also checks only the incoming gradient; gradflow checks the inner's output as well.
+    ``max_consecutive_errors`` is optax's argument, with gradflow's default meaning: when more than that
+    many steps in a row were not finite, the run has diverged and :meth:`ApplyIfFinite.exceeded`
+    ``(state)`` says so (stop the run, restore a checkpoint, lower the learning rate); gradflow still
+    skips every further non-finite step, so nothing non-finite reaches the parameters or the state.
+    By default gradflow checks the inner's output as well as the incoming gradient (optax: the gradient
+    only). ``after_limit="apply"`` is optax's rule instead, all of it: only the gradient is checked, and
+    past the limit the next non-finite step is applied as it is (NaN into the parameters and the inner
+    state), e.g. to reproduce an optax run.
 
     Args:
       inner: the transform to guard (gradflow or optax).
-      max_consecutive_errors: not supported (see above); must be left out.
+      max_consecutive_errors: an integer >= 0, the number of non-finite steps in a row that are skipped
+        before :meth:`ApplyIfFinite.exceeded` turns true (static).
+      after_limit: ``"skip"`` (default) keeps skipping non-finite steps past the limit; ``"apply"``
+        applies them and checks only the gradient, as optax does.
 
     Returns:
       An :class:`ApplyIfFinite` whose state is an :class:`ApplyIfFiniteState`.
 
+    Raises:
+      TypeError: if ``inner`` is not a transform or ``max_consecutive_errors`` not an integer.
+      ValueError: if ``max_consecutive_errors`` is negative or ``after_limit`` is neither value.
+
     Example:
       >>> import jax.numpy as jnp, gradflow as gf
       >>> from gradflow.wrappers import apply_if_finite
-      >>> tx = apply_if_finite(gf.sgd(0.1, momentum=0.9))
+      >>> tx = apply_if_finite(gf.sgd(0.1, momentum=0.9), max_consecutive_errors=5)
       >>> params = jnp.array([1.0, 2.0]); state = tx.init(params)
       >>> updates, state = tx.update(jnp.array([1.0, jnp.nan]), state, params)
       >>> updates, int(state.notfinite_count), bool(state.last_finite)
@@ -161,13 +204,22 @@ def apply_if_finite(inner: Any, max_consecutive_errors: Any = None) -> ApplyIfFi
       >>> updates, int(state.notfinite_count), int(state.total_notfinite)
       (Array([-0.1, -0.1], dtype=float32), 0, 1)
     """
-    if max_consecutive_errors is not None:
-        raise TypeError(
-            "apply_if_finite: max_consecutive_errors is not supported: gradflow never applies a non-finite "
-            "update (optax applies one after max_consecutive_errors in a row); leave it out and watch "
-            "state.notfinite_count instead"
-        )
-    return ApplyIfFinite(as_transform("apply_if_finite", inner))
+    limit = _check_nonnegative_int("apply_if_finite", "max_consecutive_errors", max_consecutive_errors)
+    if after_limit not in ("skip", "apply"):
+        raise ValueError(f"apply_if_finite: after_limit must be 'skip' or 'apply', got {after_limit!r}")
+    return ApplyIfFinite(as_transform("apply_if_finite", inner), limit, after_limit)
+
+
+def _check_nonnegative_int(owner: str, name: str, value: Any) -> int:
+    """A Python or NumPy integer, or a concrete integer array of shape (), that is >= 0."""
+    if isinstance(value, (jax.Array, np.ndarray)) and not isinstance(value, jax.core.Tracer):
+        if value.shape == () and jnp.issubdtype(value.dtype, jnp.integer):
+            value = int(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{owner}: {name} must be an integer >= 0 (known when the transform is built), got {value!r}")
+    if value < 0:
+        raise ValueError(f"{owner}: {name} must be an integer >= 0, got {value!r}")
+    return int(value)
 
 
 def zero_nans() -> ZeroNans:

@@ -4,8 +4,9 @@ Each wrapper decides, for every leaf of the parameters, which transform sees it:
 (:func:`partition`, like torch's parameter groups) or a *mask bit* per leaf (:func:`masked`). The
 decision is static (a pytree of labels or booleans whose structure is a prefix of the parameters',
 or a function of the parameters that returns one), so it costs nothing at run time. A wrapped
-transform sees the updates and params with ``None`` in place of the leaves that are not its own
-(``None`` leaves pass through every gradflow transform), so it keeps state only for its own leaves.
+transform sees the updates and params with a :class:`MaskedNode` in place of the leaves that are not
+its own (an empty node: it has no leaves, so every tree map passes over it), so it keeps state only
+for its own leaves, and its state has optax's layout (a ``MaskedNode`` where optax puts one).
 """
 
 from __future__ import annotations
@@ -20,16 +21,16 @@ from gradflow.wrappers._common import (
     LeafSpec,
     as_transform,
     is_none,
-    keep,
     leaves_of,
-    mask_extra,
     normalize_bool,
     normalize_label,
 )
 
 __all__ = [
     "Masked",
+    "MaskedNode",
     "MaskedState",
+    "MultiTransformState",
     "Partition",
     "PartitionState",
     "SetToZero",
@@ -42,17 +43,73 @@ __all__ = [
 
 
 class PartitionState(NamedTuple):
-    """The state of each group's transform, by label.
+    """The state of each group's transform, by label, each in a :class:`MaskedState` (optax's layout).
 
     Example:
       >>> import jax.numpy as jnp, gradflow as gf
       >>> tx = gf.partition({"a": gf.sgd(0.1, momentum=0.9), "b": gf.set_to_zero()}, {"w": "a", "b": "b"})
       >>> state = tx.init({"w": jnp.zeros(2), "b": jnp.zeros(1)})
-      >>> sorted(state.inner_states), state.inner_states["a"][0].mean  # group a's momentum: w only
-      (['a', 'b'], {'b': None, 'w': Array([0., 0.], dtype=float32)})
+      >>> sorted(state.inner_states), state.inner_states["a"].inner_state[0][0]  # group a's momentum: w only
+      (['a', 'b'], {'b': MaskedNode(), 'w': Array([0., 0.], dtype=float32)})
     """
 
     inner_states: dict[Any, Any]
+
+
+MultiTransformState = PartitionState
+"""optax's older name for :class:`PartitionState` (the state of ``multi_transform``)."""
+
+
+class MaskedNode(NamedTuple):
+    """The placeholder for a masked-out leaf: an empty node, so tree maps pass over it (optax's ``MaskedNode``).
+
+    :func:`masked` and :func:`partition` hand their inner transform the updates and params with a
+    ``MaskedNode`` in place of each leaf that is not its own, so the inner state holds a ``MaskedNode``
+    there, exactly as in optax (an optax checkpoint of a masked optimizer restores into gradflow's).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, gradflow as gf
+      >>> jax.tree.leaves({"w": jnp.ones(2), "b": gf.MaskedNode()})  # no leaves of its own
+      [Array([1., 1.], dtype=float32)]
+      >>> tx = gf.masked(gf.sgd(0.1, momentum=0.9), {"w": True, "b": False})
+      >>> tx.init({"w": jnp.zeros(2), "b": jnp.zeros(1)}).inner_state[0][0]["b"]
+      MaskedNode()
+    """
+
+
+def _hide(prefix: Any, chosen: list[bool], tree: Any, names: tuple[str, str]) -> Any:
+    """``tree`` with each subtree under an unchosen leaf of the ``prefix`` treedef replaced by one :class:`MaskedNode`.
+
+    As optax: a mask leaf ``False`` over a whole subtree (a prefix mask) hides it as a single node.
+    """
+    subtrees = leaves_of(prefix, tree, names)
+    return prefix.unflatten([subtree if c else MaskedNode() for subtree, c in zip(subtrees, chosen)])
+
+
+def _mask_extra(extra: dict[str, Any], prefix: Any, chosen: list[bool], structure: Any) -> dict[str, Any]:
+    """Hide the unchosen parts of the extra arguments that have the updates' tree ``structure``."""
+    out = {}
+    for key, value in extra.items():
+        if jax.tree.structure(value, is_leaf=is_none) == structure:
+            value = _hide(prefix, chosen, value, ("updates", key))
+        out[key] = value
+    return out
+
+
+def _prefix_values(
+    spec: LeafSpec, owner: str, name: str, like: Any, normalize: Any, *, checked: bool = False
+) -> tuple[Any, list[Any]]:
+    """The treedef of ``spec`` (a prefix of ``like``'s) and its value at each of its leaves, checked.
+
+    ``checked``: the caller has already run ``spec.resolve`` on ``like`` (which raises the errors that
+    name the parameters).
+    """
+    if not checked:
+        spec.resolve(owner, name, like, normalize)
+    if spec.fn is None:
+        return spec.treedef, list(spec.leaves)
+    values, treedef = jax.tree.flatten(spec.fn(like), is_leaf=is_none)
+    return treedef, [normalize(owner, name, value) for value in values]
 
 
 class MaskedState(NamedTuple):
@@ -62,8 +119,8 @@ class MaskedState(NamedTuple):
       >>> import jax.numpy as jnp, gradflow as gf
       >>> tx = gf.masked(gf.sgd(0.1, momentum=0.9), {"w": True, "b": False})
       >>> state = tx.init({"w": jnp.zeros(2), "b": jnp.zeros(1)})
-      >>> state.inner_state[0].mean  # the momentum is kept for w only
-      {'b': None, 'w': Array([0., 0.], dtype=float32)}
+      >>> state.inner_state[0][0]  # the momentum is kept for w only
+      {'b': MaskedNode(), 'w': Array([0., 0.], dtype=float32)}
     """
 
     inner_state: Any
@@ -71,29 +128,27 @@ class MaskedState(NamedTuple):
 
 def _route(
     tx: Transform,
+    prefix: Any,
     chosen: list[bool],
     updates: Any,
     state: Any,
     params: Any,
     extra: dict[str, Any],
     mask_extra_args: bool,
-) -> tuple[list[Any], Any]:
-    """Run ``tx`` on the chosen leaves only; return its output leaves (aligned with ``updates``) and state."""
-    structure: Any  # a jaxlib PyTreeDef, which has no type stubs
-    leaves, structure = jax.tree.flatten(updates, is_leaf=is_none)
-    sub_updates = structure.unflatten(keep(leaves, chosen))
-    sub_params = None
-    if params is not None:
-        sub_params = structure.unflatten(keep(leaves_of(structure, params, ("updates", "params")), chosen))
-    extra = mask_extra(extra, structure, chosen, mask_extra_args)
+) -> tuple[Any, Any]:
+    """Run ``tx`` on the chosen parts only; return ``updates`` with those parts replaced by its output, and its state.
+
+    ``prefix`` is the treedef of the mask (or labels), a prefix of the updates' structure; ``chosen`` has one
+    boolean per leaf of it.
+    """
+    sub_updates = _hide(prefix, chosen, updates, ("mask", "updates"))
+    sub_params = None if params is None else _hide(prefix, chosen, params, ("mask", "params"))
+    if mask_extra_args:
+        extra = _mask_extra(extra, prefix, chosen, jax.tree.structure(updates, is_leaf=is_none))
     out, state = tx.update(sub_updates, state, sub_params, **extra)
-    return leaves_of(structure, out, ("updates", "the wrapped transform's updates")), state
-
-
-def _sub_params(params: Any, chosen: list[bool]) -> Any:
-    structure: Any  # a jaxlib PyTreeDef, which has no type stubs
-    leaves, structure = jax.tree.flatten(params, is_leaf=is_none)
-    return structure.unflatten(keep(leaves, chosen))
+    new = leaves_of(prefix, out, ("updates", "the wrapped transform's updates"))
+    old = leaves_of(prefix, updates, ("mask", "updates"))
+    return prefix.unflatten([n if c else o for n, o, c in zip(new, old, chosen)]), state
 
 
 def _describe(paths: list[str], limit: int = 3) -> str:
@@ -133,7 +188,7 @@ class Partition(Transform):
     """Apply a different transform to each group of parameters; a group is the leaves with one label.
 
     For a leaf labelled ``l``: u ← transforms[l](u). The state holds each group's transform state,
-    computed only over that group's leaves.
+    computed only over that group's leaves, in a :class:`MaskedState` (as optax's ``partition`` does).
 
     Example:
       >>> import jax.numpy as jnp, gradflow as gf
@@ -147,33 +202,32 @@ class Partition(Transform):
     param_labels: LeafSpec = static_field()
     mask_compatible_extra_args: bool = static_field(default=False)
 
-    def _resolve(self, like: Any) -> list[Any]:
+    def _resolve(self, like: Any) -> tuple[Any, list[Any]]:
+        """The labels' treedef (a prefix of ``like``'s) and the label at each of its leaves, all checked."""
         labels, paths = self.param_labels.resolve("partition", "param_labels", like, normalize_label)
         _check_labels("partition", self.labels, labels, paths)
-        return labels
+        return _prefix_values(self.param_labels, "partition", "param_labels", like, normalize_label, checked=True)
 
     def init(self, params: Any) -> Any:
-        labels = self._resolve(params)
+        prefix, labels = self._resolve(params)
         return PartitionState(
             {
-                label: tx.init(_sub_params(params, [x == label for x in labels]))
+                label: MaskedState(tx.init(_hide(prefix, [x == label for x in labels], params, ("mask", "params"))))
                 for label, tx in zip(self.labels, self.transforms)
             }
         )
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
-        labels = self._resolve(updates)
-        structure: Any  # a jaxlib PyTreeDef, which has no type stubs
-        leaves, structure = jax.tree.flatten(updates, is_leaf=is_none)
-        out = list(leaves)
+        prefix, labels = self._resolve(updates)
         inner_states = {}
         for label, tx in zip(self.labels, self.transforms):
             chosen = [x == label for x in labels]
-            group_out, inner_states[label] = _route(
-                tx, chosen, updates, state.inner_states[label], params, extra, self.mask_compatible_extra_args
+            old_state = state.inner_states[label].inner_state
+            updates, inner_state = _route(
+                tx, prefix, chosen, updates, old_state, params, extra, self.mask_compatible_extra_args
             )
-            out = [new if c else old for new, old, c in zip(group_out, out, chosen)]
-        return structure.unflatten(out), PartitionState(inner_states)
+            inner_states[label] = MaskedState(inner_state)
+        return updates, PartitionState(inner_states)
 
 
 @pytree_dataclass
@@ -194,21 +248,20 @@ class Masked(Transform):
     mask_compatible_extra_args: bool = static_field(default=False)
     owner: str = static_field(default="masked")  # the factory's name, for error messages
 
-    def _resolve(self, like: Any) -> list[bool]:
-        return self.mask.resolve(self.owner, "mask", like, normalize_bool)[0]
+    def _resolve(self, like: Any) -> tuple[Any, list[Any]]:
+        """The mask's treedef (a prefix of ``like``'s) and its boolean at each of its leaves."""
+        return _prefix_values(self.mask, self.owner, "mask", like, normalize_bool)
 
     def init(self, params: Any) -> Any:
-        return MaskedState(self.inner.init(_sub_params(params, self._resolve(params))))
+        prefix, chosen = self._resolve(params)
+        return MaskedState(self.inner.init(_hide(prefix, chosen, params, ("mask", "params"))))
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
-        chosen = self._resolve(updates)
-        structure: Any  # a jaxlib PyTreeDef, which has no type stubs
-        leaves, structure = jax.tree.flatten(updates, is_leaf=is_none)
-        new, inner_state = _route(
-            self.inner, chosen, updates, state.inner_state, params, extra, self.mask_compatible_extra_args
+        prefix, chosen = self._resolve(updates)
+        out, inner_state = _route(
+            self.inner, prefix, chosen, updates, state.inner_state, params, extra, self.mask_compatible_extra_args
         )
-        out = [n if c else old for n, old, c in zip(new, leaves, chosen)]
-        return structure.unflatten(out), MaskedState(inner_state)
+        return out, MaskedState(inner_state)
 
 
 @pytree_dataclass
@@ -233,8 +286,8 @@ def partition(transforms: dict[Any, Any], param_labels: Any, *, mask_compatible_
     """Optimize each group of parameters with its own transform (torch's parameter groups).
 
     For every parameter leaf with label ``l``: u ← transforms[l](u). Each transform sees only its
-    own group's leaves (the others are ``None``), so its state covers its group only; optax's
-    ``partition`` (formerly ``multi_transform``) has the same semantics.
+    own group's leaves (the others are :class:`MaskedNode`), so its state covers its group only; optax's
+    ``partition`` (formerly ``multi_transform``) has the same semantics and the same state layout.
 
     Args:
       transforms: a mapping from label to transform (gradflow or optax).
@@ -298,8 +351,8 @@ def multi_transform(
 def masked(inner: Any, mask: Any, *, mask_compatible_extra_args: bool = False) -> Masked:
     """Apply ``inner`` only to the leaves where ``mask`` is true; the other updates pass unchanged.
 
-    For each leaf: u ← inner(u) where mask, u ← u elsewhere. ``inner`` sees ``None`` in place of the
-    masked-out leaves and keeps no state for them (optax's ``masked``).
+    For each leaf: u ← inner(u) where mask, u ← u elsewhere. ``inner`` sees a :class:`MaskedNode` in
+    place of the masked-out leaves and keeps no state for them (optax's ``masked``, same state layout).
 
     Args:
       inner: the transform to apply (gradflow or optax).
