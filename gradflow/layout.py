@@ -219,7 +219,7 @@ class Composite(Transform):
         return updates, self.layout.view(inner_state, own)
 
 
-def composite(inner: Transform, state_type: type, **fields: str | tuple[str, ...]) -> Composite:
+def composite(inner: Transform, state_type: type, **fields: str | tuple[str, ...]) -> Transform:
     """Present ``inner``'s state as ``state_type``, each field found at the given path (see :class:`StateLayout`).
 
     Args:

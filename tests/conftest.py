@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +16,35 @@ import pytest
 # runs it in a subprocess with XLA_FLAGS set, so the rest of the suite keeps one device.
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     collect_ignore = ["multidevice"]
+
+
+def _share_compiled_programs() -> None:
+    """One persistent compilation cache for the whole test run, shared by the xdist workers.
+
+    JAX compiles many identical XLA programs in a run: each worker compiles the eager primitives for the
+    same shapes, and an eager ``lax.cond`` / ``lax.scan`` / ``while_loop`` over closures built at each
+    call (line searches, L-BFGS, ``apply_if_finite`` ...) is traced and compiled again at every update.
+    The cache is keyed by the program itself (HLO, compile options, JAX / XLA version), so a hit returns
+    the executable that compiling would have produced: the tests run the same code either way.
+
+    By default the cache lives in a fresh temporary directory, removed when the run ends (so every run, in
+    CI as here, starts cold); ``GRADFLOW_TEST_COMPILATION_CACHE=<dir>`` keeps it in ``<dir>`` across runs
+    (faster local reruns), ``GRADFLOW_TEST_COMPILATION_CACHE=off`` turns it off. A ``JAX_COMPILATION_CACHE_DIR``
+    set by the user is left alone.
+    """
+    path = os.environ.get("GRADFLOW_TEST_COMPILATION_CACHE")
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or path == "off":
+        return
+    if not path:  # the xdist controller (or a run without xdist): the workers inherit the variable
+        path = tempfile.mkdtemp(prefix="gradflow-test-jax-cache-")
+        os.environ["GRADFLOW_TEST_COMPILATION_CACHE"] = path
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+    # Before anything compiles: JAX decides whether to use the cache at the first compilation.
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+_share_compiled_programs()
 
 
 def make_params(dtype=jnp.float32, seed: int = 0):
@@ -54,3 +86,11 @@ def assert_signature_matches(ours, theirs, gradflow_only=frozenset()):
     for key in b:
         assert a[key].kind == b[key].kind, key
         assert a[key].default == b[key].default, key
+
+
+def numeric_leaves(tree):
+    """The leaves of ``tree`` that are not ``None``, each typed PRNG key (``AddNoiseState.rng_key``, as in
+    optax) as its uint32 key data: NumPy cannot hold keys, the comparisons need their bits."""
+    leaves = [x for x in jax.tree.leaves(tree) if x is not None]
+    return [jax.random.key_data(x) if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key) else x
+            for x in leaves]  # fmt: skip

@@ -268,7 +268,8 @@ def test_grad_through_cg_with_respect_to_damping(float64):
     shifted = H + damping * np.eye(6)
     expected = -c @ np.linalg.solve(shifted, np.linalg.solve(shifted, g))
     np.testing.assert_allclose(jax.jit(jax.grad(projected))(damping), expected, rtol=1e-9)
-    gf.check_grads(lambda lam: projected(lam), jnp.asarray(damping)).raise_if_failed()
+    # jitted: check_grads also evaluates the function and its gradient, which eagerly compile the CG loop op by op
+    gf.check_grads(jax.jit(projected), jnp.asarray(damping)).raise_if_failed()
 
 
 def test_vmap_over_dampings_equals_a_loop(float64):

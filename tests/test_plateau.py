@@ -59,14 +59,19 @@ def np_reduce_on_plateau(
     return np.array(scales)
 
 
+@jax.jit
+def _update_with_value(tx, state, params, value):
+    # module level, the transform an argument: one compiled program for every setting
+    return tx.update(jnp.ones_like(params), state, params, value=value)
+
+
 def run(tx, values=VALUES, params=None):
     """Feed ``values`` one by one; return the updates (of a gradient of ones) and states after each."""
     params = jnp.zeros(3) if params is None else params
     state = tx.init(params)
     outs, states = [], []
-    step = jax.jit(lambda tx, state, value: tx.update(jnp.ones_like(params), state, params, value=value))
     for value in values:
-        updates, state = step(tx, state, jnp.float32(value))
+        updates, state = _update_with_value(tx, state, params, jnp.float32(value))
         outs.append(np.asarray(updates))
         states.append(state)
     return np.array(outs), states
@@ -250,8 +255,9 @@ def test_vmap_over_a_batch_of_settings_equals_a_loop():
         return jax.lax.scan(body, tx.init(jnp.ones(2)), values)[1]
 
     batched = jax.jit(jax.vmap(scales))(batch)
+    single = jax.jit(scales)  # one compiled program for the four settings of the loop
     for i, kwargs in enumerate(settings):
-        np.testing.assert_array_equal(batched[i], scales(reduce_on_plateau(**kwargs)))
+        np.testing.assert_array_equal(batched[i], single(reduce_on_plateau(**kwargs)))
         np.testing.assert_allclose(batched[i], np_reduce_on_plateau(VALUES[:60], **kwargs), rtol=1e-6)
 
 
@@ -264,11 +270,15 @@ def test_in_a_chain_after_adam_and_inside_optax_chain():
     )
     ours, theirs = params, params
     state, ref_state = tx.init(params), reference.init(params)
-    for _ in range(25):
+
+    @jax.jit  # jitted steps (25 eager steps compile op by op): both sides are compared after every step
+    def step(ours, state, theirs, ref_state):
         updates, state = tx.update(jax.grad(loss)(ours), state, ours, value=loss(ours))
-        ours = gf.apply_updates(ours, updates)
         ref_updates, ref_state = reference.update(jax.grad(loss)(theirs), ref_state, theirs, value=loss(theirs))
-        theirs = optax.apply_updates(theirs, ref_updates)
+        return gf.apply_updates(ours, updates), state, optax.apply_updates(theirs, ref_updates), ref_state
+
+    for _ in range(25):
+        ours, state, theirs, ref_state = step(ours, state, theirs, ref_state)
         for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert float(state[-1].scale) == float(ref_state[1].scale) < 1

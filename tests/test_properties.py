@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import numeric_leaves
 from hypothesis import HealthCheck, Phase, example, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -227,7 +228,7 @@ def depth(tree: Any) -> int:
 
 
 def array_leaves(tree: Any) -> list[Any]:
-    return [x for x in jax.tree.leaves(tree) if x is not None]
+    return numeric_leaves(tree)  # typed PRNG keys as their data
 
 
 def containers(children: st.SearchStrategy) -> st.SearchStrategy:

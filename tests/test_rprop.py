@@ -9,6 +9,7 @@ clear errors on bad input.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from typing import Any
@@ -174,16 +175,35 @@ PARITY = {
 }
 
 
-def _gradients(hyper: dict) -> list:
-    """The 50 gradients (with the shared noise) along gradflow's own rprop trajectory on the parity problem."""
-    out = run_pair(rprop(**hyper), optax.rprop(**hyper))
+# The tests of one PARITY setting share its runs (one worker, --dist loadgroup): see _pair.
+PARITY_GROUP = pytest.mark.xdist_group("rprop_parity")
+
+
+@functools.cache
+def _pair(name: str) -> Any:
+    """rprop(**PARITY[name]) and optax's, side by side on the parity problem (computed once per worker: a
+    compilation per call)."""
+    ours_hyper, theirs_hyper = PARITY[name]
+    return run_pair(rprop(**ours_hyper), optax.rprop(**theirs_hyper))
+
+
+def _gradients(name: str) -> list:
+    """The 50 gradients (with the shared noise) along gradflow's own rprop trajectory on the parity problem
+    (PARITY[name]'s hyperparameters, which are the same for both libraries)."""
+    out = _pair(name)
     assert_moved(out.gradflow)
     return [jax.tree.map(lambda x, t=t: x[t], out.gradients) for t in range(STEPS)]
 
 
+@jax.jit
+def _update_ours(tx, g, s):
+    # module level, the transform an argument: one compiled program per structure, for every value
+    return tx.update(g, s, PARAMS)
+
+
 def compare_with_optax(ours, theirs, gradients, is_chain: bool) -> Any:
     """Feed the same gradients to both; assert equal states and optax's output = gradflow's, one step late."""
-    step_ours = jax.jit(lambda g, s: ours.update(g, s, PARAMS))
+    step_ours = functools.partial(_update_ours, ours)
     step_theirs = jax.jit(lambda g, s: theirs.update(g, s, PARAMS))
     rprop_state = (lambda s: s[0]) if is_chain else (lambda s: s)
     s1, s2 = ours.init(PARAMS), theirs.init(PARAMS)
@@ -204,17 +224,19 @@ def compare_with_optax(ours, theirs, gradients, is_chain: bool) -> Any:
     return previous
 
 
+@PARITY_GROUP
 @pytest.mark.parametrize("name", sorted(PARITY))
 def test_state_matches_optax_and_output_is_optax_without_the_lag(name):
     ours_hyper, theirs_hyper = PARITY[name]
-    gradients = _gradients(ours_hyper)
+    gradients = _gradients(name)
     compare_with_optax(scale_by_rprop(**ours_hyper), optax.scale_by_rprop(**theirs_hyper), gradients, False)
     compare_with_optax(rprop(**ours_hyper), optax.rprop(**theirs_hyper), gradients, True)
 
 
+@PARITY_GROUP
 def test_comparison_detects_small_differences():
     ours_hyper, theirs_hyper = PARITY["defaults"]
-    gradients = _gradients(ours_hyper)
+    gradients = _gradients("defaults")
     with pytest.raises(AssertionError, match="state after step"):
         compare_with_optax(
             rprop(**{**ours_hyper, "eta_plus": f32(1.2001)}), optax.rprop(**theirs_hyper), gradients, True
@@ -223,17 +245,18 @@ def test_comparison_detects_small_differences():
         compare_with_optax(rprop(**ours_hyper, weight_backtracking=True), optax.rprop(**theirs_hyper), gradients, True)
 
 
+@PARITY_GROUP
 def test_the_lag_is_the_whole_difference():
     """Non-vacuity: optax's first update is 0 and gradflow's is Δ₀·sign(g); gradflow's trajectory is not
     optax's; along it gradients keep and change sign, and the step sizes reach both bounds."""
     ours_hyper, theirs_hyper = PARITY["custom"]
-    gradients = _gradients(ours_hyper)
+    gradients = _gradients("custom")
     first_ours, _ = rprop(**ours_hyper).update(gradients[0], rprop(**ours_hyper).init(PARAMS))
     first_theirs, _ = optax.rprop(**theirs_hyper).update(gradients[0], optax.rprop(**theirs_hyper).init(PARAMS))
     for a, b, g in zip(jax.tree.leaves(first_ours), jax.tree.leaves(first_theirs), jax.tree.leaves(gradients[0])):
         np.testing.assert_allclose(a, -0.02 * np.sign(g), rtol=1e-6)
         np.testing.assert_array_equal(b, 0)
-    out = run_pair(rprop(**ours_hyper), optax.rprop(**theirs_hyper))
+    out = _pair("custom")  # = run_pair(rprop(**ours_hyper), optax.rprop(**theirs_hyper))
     with pytest.raises(AssertionError, match="gradflow vs optax"):
         assert_same_trajectory(out.gradflow, out.optax)
 
@@ -241,9 +264,9 @@ def test_the_lag_is_the_whole_difference():
     agree = np.sign(g[1:]) == np.sign(g[:-1])
     assert 0.2 < agree.mean() < 0.8, agree.mean()
     tx, sizes = optax.scale_by_rprop(**theirs_hyper), []
-    state = tx.init(PARAMS)
+    state, update = tx.init(PARAMS), jax.jit(tx.update)
     for gi in gradients:
-        _, state = tx.update(gi, state)
+        _, state = update(gi, state)
         sizes.append(np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.step_sizes)]))
     assert np.min(sizes) == f32(5e-3) and np.max(sizes) == f32(0.05)
 

@@ -149,8 +149,9 @@ def test_batch_of_interpolation_weights_runs_in_one_vmapped_program():
         return params, sf.schedule_free_eval_params(state, params)
 
     batched = jax.jit(jax.vmap(run))(batch)
+    run_jit = jax.jit(run)  # one compiled program for the three optimizers of the loop
     for i, b1 in enumerate(b1s):
-        single = jax.jit(run)(adaptive.schedule_free_sgd(0.05, b1=float(b1)))
+        single = run_jit(adaptive.schedule_free_sgd(0.05, b1=float(b1)))
         for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(single)):
             np.testing.assert_allclose(a[i], b, rtol=1e-6, atol=1e-7)
 
@@ -235,12 +236,11 @@ def test_eval_params_match_optax_at_every_step():
         s1, p1, s2, p2 = step(noisy_grad(p1, NOISE[t]), s1, p1, noisy_grad(p2, NOISE[t]), s2, p2)
         eval_ours.append(sf.schedule_free_eval_params(s1, p1))
         eval_theirs.append(contrib.schedule_free_eval_params(s2, p2))
-        # optax's helper reads gradflow's ScheduleFreeState (same field names b1 and z); with a scheduled
-        # learning rate it is the inner state of the ScheduleState that holds the count
-        assert isinstance(s1, gf.core.ScheduleState)
-        for a, b in zip(
-            jax.tree.leaves(contrib.schedule_free_eval_params(s1.inner, p1)), jax.tree.leaves(eval_ours[-1])
-        ):
+        # optax's helper reads gradflow's ScheduleFreeState (optax's fields; the schedule's count is its
+        # step_count, as in optax)
+        assert isinstance(s1, sf.ScheduleFreeState) and s1._fields == s2._fields
+        assert int(s1.step_count) == int(s2.step_count) == t + 2
+        for a, b in zip(jax.tree.leaves(contrib.schedule_free_eval_params(s1, p1)), jax.tree.leaves(eval_ours[-1])):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
         for a, b in zip(jax.tree.leaves(sf.schedule_free_eval_params(s2, p2)), jax.tree.leaves(eval_theirs[-1])):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
@@ -266,16 +266,16 @@ def test_signature_matches_optax(ours, theirs):
 
 
 def test_eval_params_find_the_state_inside_chains_and_schedules():
-    """The helper accepts any state that holds exactly one Schedule-Free state (here inside a chain, and
-    inside the ScheduleState of a warmup schedule)."""
+    """The helper accepts any state that holds exactly one Schedule-Free state (here inside a chain, with a
+    warmup schedule)."""
     tx = gf.chain(gf.clip(1.0), adaptive.schedule_free_sgd(0.1, warmup_steps=2))
     params = {"w": jnp.array([1.0, -2.0])}
     state = tx.init(params)
     for _ in range(3):
         updates, state = tx.update({"w": jnp.array([0.5, 0.25])}, state, params)
         params = gf.apply_updates(params, updates)
-    assert isinstance(state[1], gf.core.ScheduleState)
-    inner = state[1].inner
+    inner = state[1]
+    assert isinstance(inner, sf.ScheduleFreeState) and int(inner.step_count) == 4
     expected = (params["w"] - (1 - inner.b1) * inner.z["w"]) / inner.b1
     np.testing.assert_allclose(sf.schedule_free_eval_params(state, params)["w"], expected, rtol=1e-6)
 
@@ -305,7 +305,7 @@ def test_scalar_state_is_float32_for_bfloat16_params():
     assert ours.z["w"].dtype == jnp.bfloat16
     theirs = contrib.schedule_free_sgd(0.1).init(params)
     assert theirs.weight_sum.dtype == jnp.bfloat16
-    assert set(theirs._fields) - set(ours._fields) == {"step_count"}  # the count lives with the schedule
+    assert theirs._fields == ours._fields  # optax's layout, step_count included
 
 
 # --- construction and call errors -----------------------------------------------------------------

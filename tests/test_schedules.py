@@ -334,7 +334,12 @@ def test_eager_call_on_an_array_of_counts_equals_scalar_calls(name):
     assert_close(batch, [float(schedule(int(c))) for c in counts], rtol=1e-6)
     # The value used by a transform is a scalar for a scalar count, jitted or not.
     assert jnp.shape(schedule(jnp.int32(5))) == ()
-    assert_close(jax.jit(lambda s, c: s(c))(schedule, jnp.int32(5)), schedule(5), rtol=1e-6)
+    assert_close(_call(schedule, jnp.int32(5)), schedule(5), rtol=1e-6)
+
+
+@jax.jit
+def _call(schedule, count):
+    return schedule(count)
 
 
 def test_seed_decay_is_exponential_decay_with_rate_one_tenth():
@@ -489,10 +494,12 @@ def test_grad_through_schedule_parameters():
 
     with jax.enable_x64(True):
         peak, end, h = 0.7, 0.1, 1e-6
-        grad = jax.grad(total, argnums=(0, 1))(jnp.float64(peak), jnp.float64(end))
+        grad = jax.jit(jax.grad(total, argnums=(0, 1)))(jnp.float64(peak), jnp.float64(end))
+        value = jax.jit(total)  # one compiled program for the four values (eagerly, each one compiles op by op)
+        f64 = jnp.float64
         numeric = [
-            (total(peak + h, end) - total(peak - h, end)) / (2 * h),
-            (total(peak, end + h) - total(peak, end - h)) / (2 * h),
+            (value(f64(peak + h), f64(end)) - value(f64(peak - h), f64(end))) / (2 * h),
+            (value(f64(peak), f64(end + h)) - value(f64(peak), f64(end - h))) / (2 * h),
         ]
     assert_close(grad, numeric, rtol=1e-6, atol=1e-8)
 
@@ -563,10 +570,16 @@ PARAMS0 = _rng.normal(size=(5,))
 GRADS = _rng.normal(size=(STEPS, 5))  # a fixed gradient sequence: the references need no autodiff
 
 
+@jax.jit
+def _update(tx, g, s, p):
+    # module level, the optimizer an argument: one compiled program per structure, for every value
+    return tx.update(g, s, p)
+
+
 def run_gradflow(tx, params0=PARAMS0):
     params = jnp.asarray(params0, jnp.float32)
     state = tx.init(params)
-    step = jax.jit(lambda tx, g, s, p: tx.update(g, s, p))
+    step = _update
     trajectory = []
     for g in GRADS:
         updates, state = step(tx, jnp.asarray(g, jnp.float32), state, params)
@@ -578,9 +591,10 @@ def run_gradflow(tx, params0=PARAMS0):
 def run_optax(tx, params0=PARAMS0):
     params = jnp.asarray(params0, jnp.float32)
     state = tx.init(params)
+    update = jax.jit(tx.update)  # one compilation rather than eager steps op by op
     trajectory = []
     for g in GRADS:
-        updates, state = tx.update(jnp.asarray(g, jnp.float32), state, params)
+        updates, state = update(jnp.asarray(g, jnp.float32), state, params)
         params = optax.apply_updates(params, updates)
         trajectory.append(np.asarray(params))
     return np.array(trajectory)

@@ -25,7 +25,10 @@ def test_package_is_typed():
 
 
 def test_mypy_is_clean():
-    check(sys.executable, "-m", "mypy", "--cache-dir", "/dev/null")
+    # mypy's incremental cache (.mypy_cache/, git-ignored): a fresh checkout, as in CI, checks everything
+    # (~10-25 s, mostly the typed dependencies: jax, numpy, optax); a rerun re-checks only what changed
+    # (under a second when nothing did). mypy invalidates each module's entry when it or a dependency changes.
+    check(sys.executable, "-m", "mypy", "--cache-dir", str(ROOT / ".mypy_cache"))
 
 
 def test_ruff_is_clean():

@@ -19,7 +19,9 @@ import gradflow as gf
 
 CASES = {
     "adam": lambda lib: lib.adam(1e-3),
-    "adamw-schedule": lambda lib: lib.chain(lib.clip_by_global_norm(1.0), lib.adamw(lib.cosine_decay_schedule(1e-3, 10))),
+    "adamw-schedule": lambda lib: lib.chain(
+        lib.clip_by_global_norm(1.0), lib.adamw(lib.cosine_decay_schedule(1e-3, 10))
+    ),
     "sgd-momentum": lambda lib: lib.sgd(1e-2, momentum=0.9),
     "rmsprop-centered": lambda lib: lib.rmsprop(1e-3, centered=True),
     "amsgrad": lambda lib: lib.amsgrad(1e-3),
