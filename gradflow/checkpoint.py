@@ -207,7 +207,7 @@ def restore(
       ...     params_like = jax.eval_shape(lambda: params)
       ...     new_params, new_state = checkpoint.restore(os.path.join(tmp, "ckpt"), params_like,
       ...                                                jax.eval_shape(tx.init, params_like))
-      >>> new_state[1][0][1].count, new_state[1][0][0].mean["b"].dtype
+      >>> new_state[1][0].count, new_state[1][0].mu["b"].dtype
       (Array(0, dtype=int32), dtype(bfloat16))
       >>> with tempfile.TemporaryDirectory() as tmp:  # doctest: +ELLIPSIS
       ...     checkpoint.save(os.path.join(tmp, "ckpt"), params, opt_state)
@@ -216,7 +216,7 @@ def restore(
       ...
       gradflow.checkpoint.CheckpointMismatchError: the checkpoint at .../ckpt does not fit the templates:
         no key path of opt_state matches: was the checkpoint saved with another optimizer?
-        opt_state[0].mean['b'] is in the template, not in the checkpoint
+        opt_state[0].trace['b'] is in the template, not in the checkpoint
       ...
     """
     ocp = _orbax()

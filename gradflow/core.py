@@ -133,11 +133,11 @@ class ScheduleState(NamedTuple):
       inner: the transform's own state.
 
     >>> import gradflow
-    >>> tx = gradflow.scale_by_learning_rate(gradflow.exponential_decay(1.0, 1, 0.5))
+    >>> tx = gradflow.ewma(gradflow.exponential_decay(0.5, 1, 0.5))  # a scheduled momentum
     >>> state = tx.init(jnp.zeros(1))
     >>> _, state = tx.update(jnp.ones(1), state)
-    >>> int(state.count), float(state.hyperparams["learning_rate"])
-    (1, 1.0)
+    >>> int(state.count), float(state.hyperparams["decay"])  # the value at count 0
+    (1, 0.5)
     """
 
     count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import collections
 import os
 import shutil
 import tempfile
@@ -19,11 +20,11 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 
 
 def _share_compiled_programs() -> None:
-    """One persistent compilation cache for the whole test run, shared by the xdist workers.
+    """A persistent compilation cache for the test run (one directory per xdist worker).
 
-    JAX compiles many identical XLA programs in a run: each worker compiles the eager primitives for the
-    same shapes, and an eager ``lax.cond`` / ``lax.scan`` / ``while_loop`` over closures built at each
-    call (line searches, L-BFGS, ``apply_if_finite`` ...) is traced and compiled again at every update.
+    JAX compiles many identical XLA programs in a run: an eager ``lax.cond`` / ``lax.scan`` / ``while_loop``
+    over closures built at each call (line searches, L-BFGS, Newton-CG, ``apply_if_finite`` ...) is traced
+    and compiled again at every update, and so is the same program built by two jit objects.
     The cache is keyed by the program itself (HLO, compile options, JAX / XLA version), so a hit returns
     the executable that compiling would have produced: the tests run the same code either way.
 
@@ -39,6 +40,9 @@ def _share_compiled_programs() -> None:
         path = tempfile.mkdtemp(prefix="gradflow-test-jax-cache-")
         os.environ["GRADFLOW_TEST_COMPILATION_CACHE"] = path
         atexit.register(shutil.rmtree, path, ignore_errors=True)
+    # One directory per xdist worker: JAX writes cache entries without a lock, so a worker could read an
+    # entry that another one is still writing.
+    path = os.path.join(path, os.environ.get("PYTEST_XDIST_WORKER", "main"))
     # Before anything compiles: JAX decides whether to use the cache at the first compilation.
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -94,3 +98,19 @@ def numeric_leaves(tree):
     leaves = [x for x in jax.tree.leaves(tree) if x is not None]
     return [jax.random.key_data(x) if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key) else x
             for x in leaves]  # fmt: skip
+
+
+def describe(tree):
+    """The layout of a state as plain data, to compare with optax's: type names, field names and keys in
+    leaf order, and each leaf's shape and dtype."""
+    if tree is None:
+        return None
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree).__name__, tuple((field, describe(getattr(tree, field))) for field in tree._fields)
+    if isinstance(tree, collections.OrderedDict):
+        return "OrderedDict", tuple((key, describe(value)) for key, value in tree.items())
+    if isinstance(tree, dict):
+        return "dict", tuple((key, describe(tree[key])) for key in sorted(tree))
+    if isinstance(tree, (tuple, list)):
+        return type(tree).__name__, tuple(describe(value) for value in tree)
+    return "leaf", tuple(jnp.shape(tree)), str(jnp.result_type(tree))

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import describe
 
 import gradflow as gf
 from gradflow.core import Schedule, ScheduleState, pytree_dataclass
@@ -212,17 +213,6 @@ def test_errors_name_what_exists():
 
 
 # --- optax's layout, arguments and stateful schedules ----------------------------------------------------------------
-
-
-def describe(tree):
-    """The layout of a state: class names and field names of its nodes, shapes and dtypes of its leaves."""
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return (type(tree).__name__, {f: describe(getattr(tree, f)) for f in tree._fields})
-    if isinstance(tree, (tuple, list)):
-        return [describe(x) for x in tree]
-    if isinstance(tree, dict):
-        return {k: describe(v) for k, v in tree.items()}
-    return None if tree is None else (jnp.shape(tree), str(jnp.result_type(tree)))
 
 
 def key_paths(tree):

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 import pytest
 import scipy.optimize
-from conftest import loss, make_params
+from conftest import describe, loss, make_params
 
 import gradflow as gf
 from gradflow.second_order.lbfgs import ScaleByLBFGSState, lbfgs, scale_by_lbfgs
@@ -193,17 +193,6 @@ def test_scale_by_lbfgs_matches_optax(scale_init_precond):
         assert describe(s) == describe(t), f"step {step}"
         a, b = gf.apply_updates(a, u), optax.apply_updates(b, o)
     assert bool(np.all(np.asarray(s[0].weights_memory) > 0))  # every pair was stored, as optax stores them
-
-
-def describe(tree):
-    """The layout of a state: class names and field names of its nodes, shapes and dtypes of its leaves."""
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return (type(tree).__name__, {f: describe(getattr(tree, f)) for f in tree._fields})
-    if isinstance(tree, (tuple, list)):
-        return [describe(x) for x in tree]
-    if isinstance(tree, dict):
-        return {k: describe(v) for k, v in tree.items()}
-    return None if tree is None else (jnp.shape(tree), str(jnp.result_type(tree)))
 
 
 def test_state_layout_is_optax_and_an_optax_state_continues_in_gradflow():

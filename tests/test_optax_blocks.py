@@ -17,7 +17,7 @@ import numpy as np
 import optax
 import optax.transforms
 import pytest
-from conftest import assert_signature_matches
+from conftest import assert_signature_matches, describe
 
 import gradflow as gf
 from gradflow.transforms.clipping import unitwise_clip, unitwise_norm
@@ -57,21 +57,6 @@ def norm(updates):
 
 def large(updates):
     return norm(updates) > 2.5
-
-
-def describe(tree):
-    """The layout of a state: type names, field names and keys in leaf order, and each leaf's shape and dtype."""
-    if tree is None:
-        return None
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return type(tree).__name__, tuple((field, describe(getattr(tree, field))) for field in tree._fields)
-    if isinstance(tree, collections.OrderedDict):
-        return "OrderedDict", tuple((key, describe(value)) for key, value in tree.items())
-    if isinstance(tree, dict):
-        return "dict", tuple((key, describe(tree[key])) for key in sorted(tree))
-    if isinstance(tree, (tuple, list)):
-        return type(tree).__name__, tuple(describe(value) for value in tree)
-    return "leaf", tuple(jnp.shape(tree)), str(jnp.result_type(tree))
 
 
 def run(tx, steps=4, extras=None, evolve=True, jit=False):

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import describe
 
 import gradflow as gf
 from gradflow.layout import OWN_COUNT, composite
@@ -81,17 +82,6 @@ def build(library: Any, case: str) -> Any:
     kwargs = {k: v[0](**v[1]) if isinstance(v, tuple) else v for k, v in kwargs.items()}
     factory = getattr(library, name, None) or getattr(library.contrib, name)
     return factory(**kwargs)
-
-
-def describe(state: Any) -> Any:
-    """The layout as plain data: type names, field names, nesting, and (shape, dtype) per leaf."""
-    if isinstance(state, tuple) and hasattr(state, "_fields"):
-        return (type(state).__name__, tuple((f, describe(getattr(state, f))) for f in state._fields))
-    if isinstance(state, (tuple, list)):
-        return tuple(describe(x) for x in state)
-    if isinstance(state, dict):
-        return {k: describe(v) for k, v in state.items()}
-    return (tuple(state.shape), str(state.dtype))
 
 
 @pytest.mark.parametrize("case", list(CASES))

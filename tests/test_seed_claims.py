@@ -29,15 +29,20 @@ def f64(tree):
 G_CONST = {"a": np.array([0.5, -2.0, 3.0]), "b": np.array([[1.0, -0.25], [4.0, 0.1]])}
 
 
+@jax.jit
+def _update(tx, grads, state, params):
+    # module level, the optimizer an argument: one compiled program per structure, for every value
+    return tx.update(grads, state, params)
+
+
 def _constant_gradient_updates(tx, steps: int) -> list[dict]:
     """The updates ``tx`` emits for ``steps`` calls with the same gradient G_CONST (params don't matter)."""
     grads = f64(G_CONST)
     params = jax.tree.map(jnp.zeros_like, grads)
     state = tx.init(params)
-    update = jax.jit(lambda s: tx.update(grads, s, params))
     out = []
     for _ in range(steps):
-        updates, state = update(state)
+        updates, state = _update(tx, grads, state, params)
         out.append(jax.tree.map(np.asarray, updates))
     return out
 

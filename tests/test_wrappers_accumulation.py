@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import assert_signature_matches
+from conftest import assert_signature_matches, describe
 
 import gradflow as gf
 from gradflow import wrappers
@@ -151,17 +151,6 @@ def test_cond_survives_vmap_over_hyperparameters_but_not_over_states():
 
 
 # --- optax's MultiSteps class: signature, state layout, schedules, should_skip_update_fn -----------------------------
-
-
-def describe(tree):
-    """The layout of a state: class names and field names of its nodes, shapes and dtypes of its leaves."""
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return (type(tree).__name__, {f: describe(getattr(tree, f)) for f in tree._fields})
-    if isinstance(tree, (tuple, list)):
-        return [describe(x) for x in tree]
-    if isinstance(tree, dict):
-        return {k: describe(v) for k, v in tree.items()}
-    return None if tree is None else (jnp.shape(tree), str(jnp.result_type(tree)))
 
 
 def assert_same_history(ours, theirs, rtol=1e-5, atol=1e-6):

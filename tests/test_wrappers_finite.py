@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import assert_signature_matches
+from conftest import assert_signature_matches, describe
 
 import gradflow as gf
 from gradflow import wrappers
@@ -145,19 +145,6 @@ def test_after_limit_apply_is_optax_rule():
         assert int(s1.notfinite_count) == int(s2.notfinite_count)
         assert int(s1.total_notfinite) == int(s2.total_notfinite)
     assert applied_nan >= 3  # not vacuous: optax's rule let NaN through, and so did ours
-
-
-def describe(tree):
-    """The layout of a state: class names and field names of its nodes, shapes and dtypes of its leaves."""
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return (type(tree).__name__, {f: describe(getattr(tree, f)) for f in tree._fields})
-    if isinstance(tree, (tuple, list)):
-        return [describe(x) for x in tree]
-    if isinstance(tree, dict):
-        return {k: describe(v) for k, v in tree.items()}
-    if tree is None:
-        return None
-    return (jnp.shape(tree), str(jnp.result_type(tree)))
 
 
 def key_paths(tree):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import assert_signature_matches
+from conftest import assert_signature_matches, describe
 
 import gradflow as gf
 from gradflow import wrappers
@@ -132,17 +132,6 @@ def test_lookahead_errors():
 
 
 # --- optax's way: LookaheadParams -------------------------------------------------------------------------------------
-
-
-def describe(tree):
-    """The layout of a state: class names and field names of its nodes, shapes and dtypes of its leaves."""
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return (type(tree).__name__, {f: describe(getattr(tree, f)) for f in tree._fields})
-    if isinstance(tree, (tuple, list)):
-        return [describe(x) for x in tree]
-    if isinstance(tree, dict):
-        return {k: describe(v) for k, v in tree.items()}
-    return None if tree is None else (jnp.shape(tree), str(jnp.result_type(tree)))
 
 
 @pytest.mark.parametrize("reset_state", [False, True])

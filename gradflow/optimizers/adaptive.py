@@ -99,8 +99,8 @@ def radam(
       >>> tx = radam(0.1)
       >>> params = jnp.array([1.0]); state = tx.init(params)
       >>> updates, state = tx.update(jnp.array([2.0]), state, params)
-      >>> updates  # ρ_1 = 1 < 5: a momentum-SGD step −η·m̂ = −η·g
-      Array([-0.2], dtype=float32)
+      >>> [round(float(u), 4) for u in updates]  # ρ_1 = 1 < 5: a momentum-SGD step −η·m̂ = −η·g
+      [-0.2]
     """
     check_learning_rate("radam", learning_rate)
     return chain(

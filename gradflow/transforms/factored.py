@@ -126,7 +126,7 @@ class FactoredState(NamedTuple):
       >>> import jax.numpy as jnp
       >>> state = scale_by_factored_rms(min_dim_size_to_factor=2).init({"w": jnp.zeros((2, 3))})
       >>> int(state.count), state.v_row["w"].shape, state.v_col["w"].shape
-      (0, (3,), (2,))
+      (0, (2,), (3,))
     """
 
     count: jax.Array  # type: ignore[assignment]  # optax's name; mypy: it shadows tuple.count

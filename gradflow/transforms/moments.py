@@ -441,7 +441,7 @@ def ema(decay: Any, debias: bool = True, accumulator_dtype: Any = None) -> Trans
     Example:
       >>> import jax.numpy as jnp
       >>> tx = ema(0.9)
-      >>> tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))[0]  # debiased: the first sample itself
+      >>> tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))[0].round(4)  # debiased: the first sample itself
       Array([2.], dtype=float32)
     """
     average = ewma(decay, dtype=canonical_dtype(accumulator_dtype, "ema", "accumulator_dtype"))

@@ -141,7 +141,7 @@ class MultiSteps(Transform):
     def init(self, params: Any) -> Any:
         tree.check_float_leaves(params)
         acc = jax.tree.map(
-            lambda p: None if p is None else jnp.zeros(jnp.shape(p), self._acc_dtype(p)), params, is_leaf=is_none
+            lambda p: None if p is None else jnp.zeros_like(p, self._acc_dtype(p)), params, is_leaf=is_none
         )
         zero = jnp.zeros([], jnp.int32)
         zeros = jax.tree.map(lambda p: None if p is None else jnp.zeros_like(p), params, is_leaf=is_none)

@@ -28,6 +28,7 @@ CASES = {
     "lion": lambda lib: lib.lion(1e-4),
     "adagrad": lambda lib: lib.adagrad(1e-2),
     "rprop": lambda lib: lib.rprop(1e-2),
+    "multi_steps": lambda lib: lib.MultiSteps(lib.adam(1e-3), every_k_schedule=2),
 }
 
 
