@@ -244,7 +244,10 @@ def test_inject_hyperparams_state_layout_and_numbers_are_optax():
     s1, s2 = ours.init(params), theirs.init(params)
     assert describe(s1) == describe(s2) and key_paths(s1) == key_paths(s2)
     assert type(s1) is gf.InjectStatefulHyperparamsState
-    assert describe(s1.hyperparams_states["learning_rate"]) == ("WrappedScheduleState", (("count", ("leaf", (), "int32")),))
+    assert describe(s1.hyperparams_states["learning_rate"]) == (
+        "WrappedScheduleState",
+        (("count", ("leaf", (), "int32")),),
+    )
     p1 = p2 = params
     for t in range(STEPS):
         grads = jax.tree.map(jnp.sin, p1)
