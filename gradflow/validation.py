@@ -1,4 +1,12 @@
-"""Checks of hyperparameters at construction, with errors that name the argument and its range.
+"""The validation vocabulary: checks of arguments with errors that name the argument and what it allows.
+
+Every entry point checks what it is given with these functions before anything is traced: numbers and
+ranges (:func:`check_number`, :func:`check_range`, :func:`check_nonnegative`,
+:func:`check_learning_rate`), integers (:func:`check_integer`), flags (:func:`check_flag`), choices
+(:func:`check_choice`), PRNG keys (:func:`check_prng_key`) and functions (:func:`check_callable`). Each
+takes the ``owner`` (the function or class checking, named first in the message) and the argument's
+``name``; each error says what is allowed and what was given. Python numbers and concrete arrays are
+checked alike.
 
 A schedule (a :class:`gradflow.Schedule` or a function of the step count) is checked through its values:
 a gradflow schedule at every count below 1024 and at every power of two (and the count before it) up to
@@ -20,7 +28,17 @@ import numpy as np
 
 from gradflow.core import FunctionSchedule, Schedule, is_schedule_like
 
-__all__ = ["check_learning_rate", "check_nonnegative", "check_number", "check_range"]
+__all__ = [
+    "check_callable",
+    "check_choice",
+    "check_flag",
+    "check_integer",
+    "check_learning_rate",
+    "check_nonnegative",
+    "check_number",
+    "check_prng_key",
+    "check_range",
+]
 
 # The counts at which a gradflow schedule given as a hyperparameter is checked (see the module docstring).
 _SCHEDULE_COUNTS = np.unique(
@@ -125,3 +143,98 @@ def check_learning_rate(owner: str, value: Any) -> Any:
     if value is None:
         raise ValueError(f"{owner}: learning_rate is required (a finite number >= 0), got None")
     return check_nonnegative(owner, "learning_rate", value)
+
+
+def check_flag(owner: str, name: str, value: Any) -> bool:
+    """Accept ``True`` or ``False`` (a NumPy bool or a concrete 0-d boolean array too) and return it as a bool.
+
+    A string, a number or ``None`` is an error: ``nesterov="no"`` must not run Nesterov.
+
+    >>> check_flag("adam", "nesterov", "no")
+    Traceback (most recent call last):
+    ...
+    TypeError: adam: nesterov must be True or False, got 'no'
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if not isinstance(value, jax.core.Tracer) and hasattr(value, "dtype") and np.shape(value) == ():
+        if jnp.issubdtype(value.dtype, jnp.bool_):
+            return bool(value)
+    raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
+
+
+def check_integer(owner: str, name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """Accept an integer in ``[low, high]`` (a NumPy integer or a concrete 0-d integer array too); return an int.
+
+    A bool, a float (even ``2.0``), a string or a traced value is an error naming the argument.
+
+    >>> check_integer("Batches", "batch_size", 2.5, low=1)
+    Traceback (most recent call last):
+    ...
+    TypeError: Batches: batch_size must be an integer >= 1, got 2.5
+    >>> check_integer("EarlyStopping", "patience", np.int64(0), low=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: EarlyStopping: patience must be an integer >= 1, got 0
+    """
+    bounds = " and ".join(
+        text for text in (f">= {low}" if low is not None else "", f"<= {high}" if high is not None else "") if text
+    )
+    wanted = f"{name} must be an integer" + (f" {bounds}" if bounds else "")
+    integral = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not integral and not isinstance(value, jax.core.Tracer) and hasattr(value, "dtype") and np.shape(value) == ():
+        integral = jnp.issubdtype(value.dtype, jnp.integer)
+    if not integral:
+        traced = " (a traced value: pass a Python int)" if isinstance(value, jax.core.Tracer) else ""
+        raise TypeError(f"{owner}: {wanted}, got {value!r}{traced}")
+    number = int(value)
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise ValueError(f"{owner}: {wanted}, got {number}")
+    return number
+
+
+def check_choice(owner: str, name: str, value: Any, choices: Any) -> Any:
+    """Accept one of ``choices`` (compared with ``==``; strings exactly) and return it.
+
+    >>> check_choice("lion", "mode", "fast", ("optax", "paper"))
+    Traceback (most recent call last):
+    ...
+    ValueError: lion: mode must be one of 'optax', 'paper', got 'fast'
+    """
+    choices = tuple(choices)
+    for choice in choices:
+        if type(value) is type(choice) and value == choice:
+            return value
+    raise ValueError(f"{owner}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def check_prng_key(owner: str, name: str, value: Any) -> Any:
+    """Accept a PRNG key: a typed key (``jax.random.key(0)``) or raw key data (``jax.random.PRNGKey(0)``).
+
+    An integer seed, a float array or an array of another shape is an error that says how to make a key.
+
+    >>> check_prng_key("add_noise", "key", 0)
+    Traceback (most recent call last):
+    ...
+    TypeError: add_noise: key must be a PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), got 0
+    """
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        return value
+    if dtype is not None and np.dtype(dtype) == np.uint32 and np.shape(value)[-1:] == (2,):
+        return value
+    how = "jax.random.key(seed) or jax.random.PRNGKey(seed)"
+    raise TypeError(f"{owner}: {name} must be a PRNG key ({how}), got {value!r}")
+
+
+def check_callable(owner: str, name: str, value: Any) -> Any:
+    """Accept a callable and return it.
+
+    >>> check_callable("run", "loss_fn", 3.0)
+    Traceback (most recent call last):
+    ...
+    TypeError: run: loss_fn must be a function, got 3.0
+    """
+    if not callable(value):
+        raise TypeError(f"{owner}: {name} must be a function, got {value!r}")
+    return value
