@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from bad_input_probes import error_probe
 from conftest import grad, loss, make_params
 
 import gradflow as gf
@@ -81,17 +82,6 @@ STATEFUL = {
 WITH_PARAMS = {"adamw": gf.adamw(LR), "lion": gf.lion(LR), "lamb": gf.lamb(LR, weight_decay=0.1)}
 
 
-def _error(probe_id: str, exception: type[Exception], *cases: tuple[Callable[[], Any], str]) -> Any:
-    """A probe: every ``build`` of ``cases`` raises ``exception`` with a message matching its pattern."""
-
-    def probe():
-        for build, pattern in cases:
-            with pytest.raises(exception, match=pattern):
-                build()
-
-    return pytest.param(probe, id=probe_id)
-
-
 def _over(factories, value_of: Callable[[Any], Any], pattern: str) -> list[tuple[Callable[[], Any], str]]:
     """``(lambda: value_of(factory), pattern)`` for each factory."""
     return [(lambda f=f: value_of(f), pattern) for f in factories]
@@ -135,27 +125,27 @@ def _set_negative_and_step():
 
 ERRORS = [
     # --- learning rates ---------------------------------------------------------------------------------------------
-    _error(
+    error_probe(
         "lr-negative-every-optimizer",
         ValueError,
         *_over(WITH_LEARNING_RATE.values(), lambda f: f(-LR), LR_RANGE + r", got -0\.001"),
     ),
-    _error(
+    error_probe(
         "lr-string-every-optimizer",
         TypeError,
         *_over(WITH_LEARNING_RATE.values(), lambda f: f("1e-3"), rf"learning_rate {NOT_A_NUMBER}, got '1e-3'"),
     ),
-    _error(
+    error_probe(
         "lr-nan-jax-array-every-optimizer",
         ValueError,
         *_over(WITH_LEARNING_RATE.values(), lambda f: f(jnp.array(jnp.nan)), LR_RANGE + r", got Array\(nan"),
     ),
-    _error(
+    error_probe(
         "lr-complex-every-optimizer",
         TypeError,
         *_over(WITH_LEARNING_RATE.values(), lambda f: f(LR + 0j), r"learning_rate must be a real number, got \(0\.001"),
     ),
-    _error(
+    error_probe(
         "lr-none-where-required",
         ValueError,
         *_over(
@@ -164,7 +154,7 @@ ERRORS = [
             r"learning_rate is required \(a finite number >= 0\), got None",
         ),
     ),
-    _error(
+    error_probe(
         "lr-schedule-turns-negative",
         ValueError,
         (
@@ -172,7 +162,7 @@ ERRORS = [
             rf"adam: {LR_RANGE}, but its schedule Polynomial is -[0-9.e-]+ at count 5[01]\b",
         ),
     ),
-    _error(
+    error_probe(
         "lr-schedule-negative-from-start",
         ValueError,
         (
@@ -180,12 +170,12 @@ ERRORS = [
             rf"sgd: {LR_RANGE}, but its schedule CosineDecay is -0\.001 at count 0",
         ),
     ),
-    _error(
+    error_probe(
         "lr-schedule-function-nan",
         ValueError,
         (lambda: gf.sgd(lambda count: jnp.nan), rf"sgd: {LR_RANGE}, but its schedule <lambda> is nan at count 0"),
     ),
-    _error(
+    error_probe(
         "lr-schedule-overflows-to-inf",
         ValueError,
         (
@@ -193,7 +183,7 @@ ERRORS = [
             rf"sgd: {LR_RANGE}, but its schedule ExponentialDecay is inf at count 2047",
         ),
     ),
-    _error(
+    error_probe(
         "lr-schedule-returns-string",
         TypeError,
         (
@@ -201,7 +191,7 @@ ERRORS = [
             rf"adam: learning_rate \(the value of its schedule at count 0\) {NOT_A_NUMBER}, got 'fast'",
         ),
     ),
-    _error(
+    error_probe(
         "b1-schedule-reaches-one",
         ValueError,
         (
@@ -210,27 +200,31 @@ ERRORS = [
         ),
     ),
     # --- b1, b2, decays, weight decay, eps --------------------------------------------------------------------------
-    _error("b1-one-adam-family", ValueError, *_over(WITH_B1_B2, lambda f: f(LR, b1=1.0), rf"b1 {UNIT}, got 1\.0")),
-    _error(
+    error_probe("b1-one-adam-family", ValueError, *_over(WITH_B1_B2, lambda f: f(LR, b1=1.0), rf"b1 {UNIT}, got 1\.0")),
+    error_probe(
         "b1-negative-adam-family", ValueError, *_over(WITH_B1_B2, lambda f: f(LR, b1=-0.1), rf"b1 {UNIT}, got -0\.1")
     ),
-    _error(
+    error_probe(
         "b2-above-one-adam-family", ValueError, *_over(WITH_B1_B2, lambda f: f(LR, b2=1.5), rf"b2 {UNIT}, got 1\.5")
     ),
-    _error("b2-nan-adam-family", ValueError, *_over(WITH_B1_B2, lambda f: f(LR, b2=math.nan), rf"b2 {UNIT}, got nan")),
-    _error("decay-one-every-decay-argument", ValueError, *_named(DECAYS, 1.0, "{name} " + UNIT + r", got 1\.0")),
-    _error("decay-negative-every-decay-argument", ValueError, *_named(DECAYS, -0.5, "{name} " + UNIT + r", got -0\.5")),
-    _error(
+    error_probe(
+        "b2-nan-adam-family", ValueError, *_over(WITH_B1_B2, lambda f: f(LR, b2=math.nan), rf"b2 {UNIT}, got nan")
+    ),
+    error_probe("decay-one-every-decay-argument", ValueError, *_named(DECAYS, 1.0, "{name} " + UNIT + r", got 1\.0")),
+    error_probe(
+        "decay-negative-every-decay-argument", ValueError, *_named(DECAYS, -0.5, "{name} " + UNIT + r", got -0\.5")
+    ),
+    error_probe(
         "weight-decay-negative",
         ValueError,
         *_named(WEIGHT_DECAYS, -1e-4, r"{name} must be in \[0\.0, inf\), got -0\.0001"),
     ),
-    _error(
+    error_probe(
         "eps-negative-every-optimizer",
         ValueError,
         *_over(WITH_EPS, lambda f: f(LR, eps=-1e-8), r"eps must be in \[0\.0, inf\), got -1e-08"),
     ),
-    _error(
+    error_probe(
         "hyperparameter-none",
         TypeError,
         (lambda: gf.adam(LR, b1=None), rf"scale_by_adam: b1 {NOT_A_NUMBER}, got None"),
@@ -239,14 +233,14 @@ ERRORS = [
         (lambda: gf.rmsprop(LR, decay=None), rf"scale_by_rms: decay {NOT_A_NUMBER}, got None"),
         (lambda: gf.adamw(LR, weight_decay=None), rf"weight_decay {NOT_A_NUMBER}, got None"),
     ),
-    _error(
+    error_probe(
         "hyperparameter-string",
         TypeError,
         (lambda: gf.adam(LR, b1="0.9"), rf"b1 {NOT_A_NUMBER}, got '0\.9'"),
         (lambda: gf.sgd(LR, momentum="0.9"), rf"sgd: momentum {NOT_A_NUMBER}, got '0\.9'"),
         (lambda: gf.adamw(LR, weight_decay="1e-4"), rf"weight_decay {NOT_A_NUMBER}, got '1e-4'"),
     ),
-    _error(
+    error_probe(
         "state-dtype-integer",
         ValueError,
         (lambda: gf.adam(LR, mu_dtype=jnp.int32), rf"scale_by_adam: mu_dtype {FLOAT_DTYPE}, got int32"),
@@ -266,7 +260,7 @@ ERRORS = [
         ),
         (lambda: gf.schedule_free_sgd(LR, state_dtype=jnp.int32), rf"schedule_free: state_dtype {FLOAT_DTYPE}"),
     ),
-    _error(
+    error_probe(
         "state-dtype-unknown-name",
         TypeError,
         (lambda: gf.adam(LR, mu_dtype="floot"), r"scale_by_adam: mu_dtype must be a dtype or None, got 'floot'"),
@@ -276,7 +270,7 @@ ERRORS = [
         ),
     ),
     # --- tree structure and shapes ----------------------------------------------------------------------------------
-    _error(
+    error_probe(
         "updates-missing-leaf-every-stateful-optimizer",
         gf.TreeMismatchError,
         *_over(
@@ -285,7 +279,7 @@ ERRORS = [
             ANY_BUFFER + r"\['dense'\]\['b'\] has no counterpart in updates",
         ),
     ),
-    _error(
+    error_probe(
         "updates-extra-leaf-every-stateful-optimizer",
         gf.TreeMismatchError,
         *_over(
@@ -294,7 +288,7 @@ ERRORS = [
             r"updates\['extra'\] has no counterpart in " + ANY_BUFFER,
         ),
     ),
-    _error(
+    error_probe(
         "updates-transposed-leaf-every-stateful-optimizer",
         gf.TreeMismatchError,
         *_over(
@@ -305,7 +299,7 @@ ERRORS = [
             + r"\['dense'\]\['w'\] has shape \(3, 2\)",
         ),
     ),
-    _error(
+    error_probe(
         "updates-list-for-dict",
         gf.TreeMismatchError,
         (
@@ -314,7 +308,7 @@ ERRORS = [
             r"state\.mean\['dense'\]\['b'\] has no counterpart in updates",
         ),
     ),
-    _error(
+    error_probe(
         "params-missing-leaf-weight-decay",
         gf.TreeMismatchError,
         *_over(
@@ -323,7 +317,7 @@ ERRORS = [
             r"updates\['dense'\]\['b'\] has no counterpart in params",
         ),
     ),
-    _error(
+    error_probe(
         "params-wrong-shape-weight-decay",
         gf.TreeMismatchError,
         *_over(
@@ -332,7 +326,7 @@ ERRORS = [
             r"updates\['dense'\]\['b'\] has shape \(2,\) but params\['dense'\]\['b'\] has shape \(3,\)",
         ),
     ),
-    _error(
+    error_probe(
         "params-omitted-where-needed",
         ValueError,
         (_traced(lambda: gf.adamw(LR).update(G, gf.adamw(LR).init(P))), r"add_decayed_weights needs the parameters"),
@@ -342,7 +336,7 @@ ERRORS = [
             r"needs the parameters",
         ),
     ),
-    _error(
+    error_probe(
         "state-of-another-optimizer-or-none",
         ValueError,
         (
@@ -363,7 +357,7 @@ ERRORS = [
         ),
         (_traced(lambda: gf.adam(LR).update(G, None, P)), r"chain of 2 transforms got NoneType as its state"),
     ),
-    _error(
+    error_probe(
         "apply-updates-wrong-shape-no-broadcasting",
         gf.TreeMismatchError,
         (
@@ -375,7 +369,7 @@ ERRORS = [
             r"params\['dense'\]\['w'\] has shape \(3, 2\) but updates\['dense'\]\['w'\] has shape \(\)",
         ),
     ),
-    _error(
+    error_probe(
         "stateless-sgd-wrong-shape-caught-by-apply-updates",
         gf.TreeMismatchError,
         (
@@ -383,7 +377,7 @@ ERRORS = [
             r"params\['scale'\]\[0\] has shape \(\) but updates\['scale'\]\[0\] has shape \(4,\)",
         ),
     ),
-    _error(
+    error_probe(
         "mask-missing-leaf",
         gf.TreeMismatchError,
         (
@@ -392,7 +386,7 @@ ERRORS = [
         ),
         (_trace(gf.adamw(LR, mask=MASK), G), r"params\['dense'\]\['b'\] has no counterpart in mask"),
     ),
-    _error(
+    error_probe(
         "partition-unknown-label",
         ValueError,
         (
@@ -401,7 +395,7 @@ ERRORS = [
         ),
     ),
     # --- parameter and gradient dtypes ------------------------------------------------------------------------------
-    _error(
+    error_probe(
         "integer-param-every-optimizer-init",
         TypeError,
         *_over(
@@ -410,18 +404,18 @@ ERRORS = [
             r"params\['dense'\]\['w'\] has dtype int32: gradflow updates floating-point arrays only",
         ),
     ),
-    _error(
+    error_probe(
         "bool-param",
         TypeError,
         (lambda: gf.sgd(LR).init({**P, "keep": jnp.ones(2, bool)}), r"params\['keep'\] has dtype bool"),
     ),
-    _error(
+    error_probe(
         "non-array-param-leaf",
         TypeError,
         (lambda: gf.adam(LR).init({**P, "name": "layer1"}), r"params\['name'\] is a str \('layer1'\), not an array"),
         (lambda: gf.sgd(LR).init({**P, "act": jnp.tanh}), r"params\['act'\] is a \w+ .*not an array"),
     ),
-    _error(
+    error_probe(
         "integer-gradient",
         TypeError,
         *_over(
@@ -431,7 +425,7 @@ ERRORS = [
         ),
     ),
     # --- hyperparameters changed after construction -----------------------------------------------------------------
-    _error(
+    error_probe(
         "set-hyperparam-would-truncate",
         TypeError,
         (
@@ -439,14 +433,14 @@ ERRORS = [
             r"set_hyperparam: learning_rate is stored as int32 .* 0\.5 would be truncated to 0",
         ),
     ),
-    _error(
+    error_probe(
         "injected-lr-set-negative-eager", ValueError, (_set_negative_and_step, rf"sgd: {LR_RANGE}, got Array\(-0\.5")
     ),
 ]
 
 
 @pytest.mark.parametrize("probe", ERRORS)
-def test_bad_input_is_a_clear_error(probe):
+def test_bad_input_is_a_clearerror_probe(probe):
     probe()
 
 
