@@ -6,17 +6,26 @@ saves the comparison figure. ``gradflow landscapes`` lists the landscapes, ``gra
 the final loss over a grid of hyperparameters, ``gradflow gradcheck`` verifies every landscape's
 hand-written gradient against central differences.
 
-Bad arguments end in one line on stderr that lists the valid choices, with exit code 2.
+Every argument is checked with the library's own checks before anything runs (hyperparameter values
+by the optimizer's factory, sizes against int32 and this machine's memory, ``--out`` against its folder
+and matplotlib's formats): a bad one ends in one line on stderr that names the flag and what it allows,
+with exit code 2 (argparse's convention), and no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import math
+import os
+import pathlib
 import sys
 import time
 from collections.abc import Sequence
 
 import numpy as np
+
+from gradflow.validation import check_integer, check_nonnegative
 
 __all__ = ["main"]
 
@@ -31,6 +40,7 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gradflow`` console script (also ``python -m gradflow``)."""
     from gradflow.experiments.landscapes import LANDSCAPES
+    from gradflow.experiments.loop import MAX_STEPS
     from gradflow.experiments.race import RACERS, SEED_OPTIMIZERS
 
     parser = _Parser(prog="gradflow", description=__doc__.splitlines()[0])
@@ -72,16 +82,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_choices(command, "landscape", landscapes.split(","), LANDSCAPES)
     if args.command == "gradcheck":
         return _gradcheck([LANDSCAPES[name] for name in landscapes.split(",")])
-    _check_positive(command, "--steps", args.steps)
+    landscape = LANDSCAPES[args.landscape]
+    steps = _checked(command, check_integer, "--steps", args.steps, low=1, high=MAX_STEPS)
     if args.command == "race":
         names = [name for name in args.optimizers.split(",") if name]
         _check_choices(command, "optimizer", names, RACERS)
-        _check_positive(command, "--grid", args.grid)
-        start = _parse_start(command, args.start, LANDSCAPES[args.landscape].dim)
-        return _race(LANDSCAPES[args.landscape], names, args.steps, args.grid, start, args.tolerance, args.out)
+        grid = _checked(command, check_integer, "--grid", args.grid, low=1)
+        tolerance = _checked(command, check_nonnegative, "--tolerance", args.tolerance)
+        start = _parse_start(command, args.start, landscape.dim)
+        _check_memory(command, grid * (steps + 1) * (landscape.dim + 2) * 4, f"--grid {grid} × --steps {steps}")
+        _check_out(command, args.out)
+        return _race(landscape, names, steps, grid, start, tolerance, args.out)
     _check_choices(command, "optimizer", [args.optimizer], RACERS)
-    axes = _parse_axes(command, args.param or ["learning_rate=log:1e-4:1:64"])
-    return _sweep(LANDSCAPES[args.landscape], args.optimizer, axes, args.steps, args.out, command)
+    specs = _parse_specs(command, args.param or ["learning_rate=log:1e-4:1:64"])
+    configurations = math.prod(len(values) if kind == "list" else values[2] for kind, values in specs.values())
+    _check_memory(command, configurations * (steps + 1) * 4, f"--param ({configurations} points) × --steps {steps}")
+    grid = _grid(command, args.optimizer, specs)
+    _check_out(command, args.out)
+    return _sweep(landscape, args.optimizer, grid, steps, args.out)
+
+
+def _checked(parser, check, flag, value, **bounds):
+    """``check(owner, flag, value, **bounds)`` from :mod:`gradflow.validation`; its error ends the command."""
+    try:
+        return check(parser.prog, flag, value, **bounds)
+    except (TypeError, ValueError) as error:
+        parser.error(str(error).removeprefix(f"{parser.prog}: "))
 
 
 def _check_choices(parser, what, names, choices):
@@ -91,9 +117,34 @@ def _check_choices(parser, what, names, choices):
                      f"choose from {', '.join(choices)}")  # fmt: skip
 
 
-def _check_positive(parser, flag, value):
-    if value < 1:
-        parser.error(f"{flag} needs a whole number >= 1, got {value}")
+def _check_memory(parser, needed, what):
+    """Refuse a run whose records would not fit in half of this machine's memory, before it starts."""
+    budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    if needed > budget:
+        parser.error(f"{what} would record {needed / 2**30:.3g} GiB, more than half of this machine's memory "
+                     f"({budget / 2**30:.3g} GiB); lower them")  # fmt: skip
+
+
+def _check_out(parser, out):
+    """``--out`` must be a new or existing file in an existing folder, of a format matplotlib writes."""
+    if out.lower() == "none":
+        return
+    path = pathlib.Path(out)
+    folder = path.parent
+    if not folder.is_dir():
+        parser.error(f"--out {out!r}: the folder {str(folder)!r} does not exist")
+    if path.is_dir():
+        parser.error(f"--out {out!r} is a folder; give a file name such as {str(path / 'figure.png')!r}")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        parser.error(f"--out {out!r}: no permission to write there")
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        parser.error("--out needs matplotlib (pip install 'gradflow[experiments]'); or pass --out none")
+    formats = Figure().canvas.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        parser.error(f"--out {out!r}: unknown figure format {path.suffix or '(no extension)'!r}; "
+                     f"choose from {', '.join('.' + f for f in sorted(formats))}")  # fmt: skip
 
 
 def _parse_start(parser, text, dim):
@@ -108,26 +159,59 @@ def _parse_start(parser, text, dim):
     return point
 
 
-def _parse_axes(parser, specs):
+_SPEC_HELP = "needs NAME=log:LO:HI:N (0 < LO, HI), NAME=lin:LO:HI:N or NAME=V1,V2,... with finite numbers and N >= 1"
+
+
+def _parse_specs(parser, specs):
+    """``{name: ("log" | "lin", (low, high, count)) or ("list", values)}``; nothing is allocated yet."""
     if len(specs) > 2:
         parser.error(f"--param: at most two axes, got {len(specs)}")
-    axes = {}
+    parsed = {}
     for spec in specs:
-        name, _, values = spec.partition("=")
+        name, _, text = spec.partition("=")
+        if not name.isidentifier():
+            parser.error(f"--param {spec!r}: {_SPEC_HELP}; {name!r} is not a hyperparameter name")
+        if name in parsed:
+            parser.error(f"--param {spec!r}: {name} is given twice")
         try:
-            kind, *bounds = values.split(":")
+            kind, *bounds = text.split(":")
             if kind in ("log", "lin") and len(bounds) == 3:
-                low, high, count = float(bounds[0]), float(bounds[1]), int(bounds[2])
-                if count < 1 or (kind == "log" and min(low, high) <= 0):
-                    raise ValueError
-                axes[name] = np.geomspace(low, high, count) if kind == "log" else np.linspace(low, high, count)
+                values = (float(bounds[0]), float(bounds[1]), int(bounds[2]))
             else:
-                axes[name] = np.array([float(v) for v in values.split(",")])
+                kind, values = "list", [float(v) for v in text.split(",")]
         except ValueError:
-            parser.error(f"--param {spec!r}: needs NAME=log:LO:HI:N (LO, HI > 0), NAME=lin:LO:HI:N or NAME=V1,V2,...")
-        if not name or not np.all(np.isfinite(axes[name])):
-            parser.error(f"--param {spec!r}: needs a name and finite values")
-    return axes
+            parser.error(f"--param {spec!r}: {_SPEC_HELP}")
+        numbers = values if kind == "list" else values[:2]
+        bad_count = kind != "list" and values[2] < 1
+        if bad_count or not np.all(np.isfinite(numbers)) or (kind == "log" and min(numbers) <= 0):
+            parser.error(f"--param {spec!r}: {_SPEC_HELP}")
+        parsed[name] = (kind, values)
+    return parsed
+
+
+def _grid(parser, optimizer, specs):
+    """The optimizer grid of the ``--param`` axes; every value passes the optimizer's own checks first."""
+    from gradflow.experiments.grid import optimizer_grid
+    from gradflow.experiments.race import RACERS
+
+    factory = RACERS[optimizer]
+    parameters = inspect.signature(factory).parameters
+    for name in specs:
+        if name not in parameters:
+            parser.error(f"--param {name}: {optimizer} does not take {name}; it takes {', '.join(parameters)}")
+    for name, parameter in parameters.items():
+        if parameter.default is parameter.empty and name not in specs:
+            parser.error(f"--param: {optimizer} needs {name}; add an axis such as --param {name}=0.01")
+    axes = {}
+    for name, (kind, values) in specs.items():
+        axes[name] = np.array(values) if kind == "list" else (np.geomspace if kind == "log" else np.linspace)(*values)
+    try:
+        return optimizer_grid(factory, **axes)
+    except (TypeError, ValueError) as error:
+        point = getattr(error, "grid_point", None)
+        if point is None:
+            parser.error(f"--param: {error}")
+        parser.error(f"--param {', '.join(f'{name}={value:g}' for name, value in point.items())}: {error.__cause__}")
 
 
 def _list_landscapes() -> int:
@@ -152,8 +236,8 @@ def _race(landscape, names, steps, grid, start, tolerance, out) -> int:
     ranked = sorted(results, key=lambda r: (r.steps_to_tolerance is None, r.steps_to_tolerance or 0, r.final_loss))
     for result in ranked:
         arrival = "—" if result.steps_to_tolerance is None else str(result.steps_to_tolerance)
-        print(f"{result.optimizer:<10} {result.learning_rate:>9.2e} {result.final_loss:>11.3e} {arrival:>14} "
-              f"{result.seconds:>7.2f}")  # fmt: skip
+        rate = "diverged" if result.diverged else f"{result.learning_rate:.2e}"
+        print(f"{result.optimizer:<10} {rate:>9} {result.final_loss:>11.3e} {arrival:>14} {result.seconds:>7.2f}")
     if out.lower() != "none":
         _save_race_figure(landscape, results, out)
         print(f"figure: {out}")
@@ -166,6 +250,7 @@ def _save_race_figure(landscape, results, out):
     from gradflow.experiments import plots
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
+    results = [r for r in results if not r.diverged]
     trajectories = {r.optimizer: np.asarray(r.history.trajectory) for r in results}
     plots.plot_race(landscape, trajectories, ax=left, title=f"{landscape.name}: best learning rate each")
     plots.plot_losses({r.optimizer: r.history for r in results}, minimum_value=landscape.minimum_value, ax=right,
@@ -175,28 +260,23 @@ def _save_race_figure(landscape, results, out):
     plt.close(figure)
 
 
-def _sweep(landscape, optimizer, axes, steps, out, parser) -> int:
+def _sweep(landscape, optimizer, grid, steps, out) -> int:
     import jax.numpy as jnp
 
-    from gradflow.experiments.grid import optimizer_grid
     from gradflow.experiments.loop import sweep
-    from gradflow.experiments.race import RACERS
 
-    try:
-        grid = optimizer_grid(RACERS[optimizer], **axes)
-    except TypeError as error:
-        parser.error(f"--param: {optimizer} does not take {', '.join(axes)} ({error})")
     began = time.perf_counter()
     history = sweep(landscape.fn, jnp.asarray(landscape.start, jnp.float32), grid.txs, steps=steps)
     final = grid.reshape(np.asarray(history.final_loss, np.float64))
     seconds = time.perf_counter() - began
-    finite = np.where(np.isfinite(final), final, np.inf)
-    best = np.unravel_index(np.argmin(finite), final.shape) if np.isfinite(finite).any() else None
+    diverged = grid.reshape(history.diverged)
+    ranked = np.where(diverged, np.inf, final)
+    best = None if diverged.all() else np.unravel_index(np.argmin(ranked), final.shape)
     per_step = 1e9 * seconds / (final.size * steps)
     print(f"{optimizer} on {landscape.name}: {final.size} configurations × {steps} steps in one compiled program, "
           f"{seconds:.2f} s ({per_step:.0f} ns per configuration-step, compile included)")  # fmt: skip
     if best is None:
-        print("every configuration diverged")
+        print("every configuration diverged (NaN or infinite loss)")
     else:
         values = ", ".join(f"{name}={grid.axes[name][i]:.4g}" for name, i in zip(grid.axes, best))
         print(f"best: {values}  final loss {final[best]:.3e}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 from typing import Any, NamedTuple, TypeVar, dataclass_transform
 
 import jax
@@ -31,12 +32,18 @@ __all__ = [
     "ForeignTransform",
     "FunctionSchedule",
     "Identity",
+    "Interval",
     "Schedule",
     "ScheduleState",
     "Transform",
     "apply_updates",
     "chain",
+    "declared_hyperparameters",
+    "hyperparameter",
+    "hyperparameter_fields",
     "identity",
+    "name_arguments",
+    "named_arguments",
     "pytree_dataclass",
     "static_field",
 ]
@@ -57,7 +64,91 @@ def static_field(**kwargs: Any) -> Any:
     return dataclasses.field(metadata={"static": True}, **kwargs)
 
 
-@dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field, static_field))
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """The values a hyperparameter allows: from ``low`` to ``high``, each end closed or open.
+
+    >>> unit = Interval(0.0, 1.0)
+    >>> str(unit), bool(unit.contains(0.5)), bool(unit.contains(1.0)), bool(unit.contains(float("nan")))
+    ('[0.0, 1.0)', True, False, False)
+    """
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = True
+
+    def __str__(self) -> str:
+        return f"{'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+
+    def contains(self, values: Any) -> Any:
+        """Elementwise: whether each value is inside (``False`` at NaN); NumPy or JAX arrays, or tracers."""
+        above = values > self.low if self.low_open else values >= self.low
+        below = values < self.high if self.high_open else values <= self.high
+        return above & below
+
+
+UNIT = Interval(0.0, 1.0)
+"""[0, 1): the decay of a moving average, a bias correction's, a momentum."""
+UNIT_CLOSED = Interval(0.0, 1.0, high_open=False)
+"""[0, 1]: an interpolation weight, a decay that may keep everything."""
+NONNEGATIVE = Interval(0.0, math.inf)
+"""[0, inf): an epsilon, a weight decay, a learning rate, a norm bound (finite)."""
+POSITIVE = Interval(0.0, math.inf, low_open=True)
+"""(0, inf): a threshold that divides."""
+REAL = Interval(-math.inf, math.inf, high_open=False)
+"""[-inf, inf]: any number but NaN (a shift, a scale)."""
+
+
+OUTSIDE = ("nan", "nan_updates", "own")
+"""What ``update`` does with a declared hyperparameter outside its range (see :func:`hyperparameter`)."""
+
+
+def hyperparameter(allowed: Interval, *, outside: str = "nan", **kwargs: Any) -> Any:
+    """A numeric dataclass field (a pytree leaf) with the values it allows, declared once for every check.
+
+    The declaration serves :func:`gradflow.validation.check_hyperparameters` (concrete values, before
+    anything is traced), :func:`gradflow.set_hyperparam` (the new value) and ``update``, which cannot raise
+    for a traced value: a value outside ``allowed`` that reaches it (a tracer, or a number set past the
+    checks) makes that transform's updates NaN (see :mod:`gradflow.validation`). ``outside`` says how:
+
+    - ``"nan"``: the value becomes NaN, and the update rule turns it into NaN updates (a scalar
+      ``jnp.where`` per traced field; nothing per leaf);
+    - ``"nan_updates"``: the updates become NaN leaf by leaf, for a field that the rule only compares with
+      (a threshold), where NaN would vanish;
+    - ``"own"``: the transform defines what such a value does (a negative learning rate: a zero step).
+
+    >>> @pytree_dataclass
+    ... class Damped(Transform):
+    ...     decay: float = hyperparameter(UNIT, default=0.5)
+    ...     def init(self, params):
+    ...         return EmptyState()
+    ...     def update(self, updates, state, params=None, **extra):
+    ...         return self.decay * updates, state
+    >>> declared_hyperparameters(Damped)
+    (('decay', Interval(low=0.0, high=1.0, low_open=False, high_open=True), 'nan'),)
+    >>> jax.jit(lambda tx: tx.update(jnp.ones(1), EmptyState())[0])(Damped(1.5))
+    Array([nan], dtype=float32)
+    """
+    if outside not in OUTSIDE:
+        raise ValueError(f"hyperparameter: outside must be one of {OUTSIDE}, got {outside!r}")
+    return dataclasses.field(metadata={"allowed": allowed, "outside": outside}, **kwargs)
+
+
+_DECLARED: dict[type, tuple[tuple[str, Interval, str], ...]] = {}
+
+
+def declared_hyperparameters(cls: type) -> tuple[tuple[str, Interval, str], ...]:
+    """``(field name, allowed values, outside)`` of each :func:`hyperparameter` field of ``cls`` (cached)."""
+    if cls not in _DECLARED:
+        fields = dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ()
+        _DECLARED[cls] = tuple(
+            (f.name, f.metadata["allowed"], f.metadata["outside"]) for f in fields if "allowed" in f.metadata
+        )
+    return _DECLARED[cls]
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field, static_field, hyperparameter))
 def pytree_dataclass(cls: type[T]) -> type[T]:
     """Make ``cls`` a frozen dataclass registered as a pytree.
 
@@ -83,7 +174,7 @@ def pytree_dataclass(cls: type[T]) -> type[T]:
         meta_fields=[f.name for f in fields if f.metadata.get("static", False)],
     )
     if issubclass(cls, Transform):
-        _evaluate_schedules_in(cls)
+        _wrap_init_and_update(cls)
     return cls
 
 
@@ -190,10 +281,21 @@ def evaluates_own_schedules(method: T) -> T:
     return method
 
 
-def _evaluate_schedules_in(cls: Any) -> None:
-    """Wrap ``cls.init``/``cls.update`` so that schedule-valued fields are replaced by their values."""
+def _wrap_init_and_update(cls: Any) -> None:
+    """Wrap ``cls.init``/``cls.update``: schedule-valued fields are replaced by their values, and ``update``
+    follows the policy for hyperparameters outside their declared range (:func:`_update_in_range`)."""
     init, update = cls.init, cls.update
+    if getattr(init, "_wrapped", False) and getattr(update, "_wrapped", False):
+        return  # inherited from a pytree_dataclass parent
     if getattr(init, "_evaluates_schedules", False) and getattr(update, "_evaluates_schedules", False):
+
+        @functools.wraps(update)
+        def checked_update(self, updates, state, params=None, **extra):
+            return _update_in_range(update, self, updates, state, params, extra)
+
+        _mark(checked_update, "_wrapped")
+        _mark(init, "_wrapped")
+        cls.update = checked_update
         return
 
     @functools.wraps(init)
@@ -209,24 +311,198 @@ def _evaluate_schedules_in(cls: Any) -> None:
     def update_with_schedules(self, updates, state, params=None, **extra):
         names = scheduled_fields(self)
         if not names:
-            return update(self, updates, state, params, **extra)
+            return _update_in_range(update, self, updates, state, params, extra)
         if not isinstance(state, ScheduleState):
             raise ValueError(
                 f"{type(self).__name__}: the hyperparameters {', '.join(names)} are schedules, so the state "
                 f"must be the ScheduleState that init returned, got {type(state).__name__}"
             )
         values = _values_at(self, names, state.count)
-        updates, inner = update(dataclasses.replace(self, **values), updates, state.inner, params, **extra)
+        evaluated = dataclasses.replace(self, **values)
+        updates, inner = _update_in_range(update, evaluated, updates, state.inner, params, extra)
         return updates, ScheduleState(tree.saturating_increment(state.count), values, inner)
 
-    init_with_schedules._evaluates_schedules = True  # type: ignore[attr-defined]
-    update_with_schedules._evaluates_schedules = True  # type: ignore[attr-defined]
+    for method in (init_with_schedules, update_with_schedules):
+        _mark(method, "_evaluates_schedules", "_wrapped")
     cls.init, cls.update = init_with_schedules, update_with_schedules
+
+
+def _mark(method: Any, *flags: str) -> None:
+    """Set each of ``flags`` on ``method`` (read with ``getattr(method, flag, False)``)."""
+    for flag in flags:
+        setattr(method, flag, True)
+
+
+def _inside(allowed: Interval, value: Any) -> Any:
+    """Whether every element of a declared hyperparameter is inside ``allowed``: a bool, or a traced one;
+    ``True`` for what is not a number (a schedule, ``None``)."""
+    if isinstance(value, jax.core.Tracer):
+        return jnp.all(allowed.contains(value))
+    if value is None or isinstance(value, (Schedule, bool)):
+        return True
+    try:
+        array = np.asarray(value)
+    except Exception:  # not a number: nothing to compare
+        return True
+    if not (jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)):
+        return True
+    return bool(np.all(allowed.contains(array.astype(np.float64))))
+
+
+def _update_in_range(update: Any, transform: Any, updates: Any, state: Any, params: Any, extra: Any) -> Any:
+    """``update`` of ``transform`` where a declared hyperparameter outside its range gives NaN updates.
+
+    A field declared ``"nan"`` is replaced by NaN where it is outside (``jnp.where`` on the scalar, or on the
+    field's array, when traced); for ``"nan_updates"`` each floating leaf of the updates is replaced. Nothing
+    is added while the declared values are numbers inside their ranges.
+    """
+    replaced, updates_inside = {}, True
+    for name, allowed, outside in declared_hyperparameters(type(transform)):
+        if outside == "own":
+            continue
+        value = getattr(transform, name)
+        inside = _inside(allowed, value)
+        if inside is True:
+            continue
+        if outside == "nan_updates":
+            updates_inside = updates_inside & inside
+        else:
+            replaced[name] = (
+                jnp.where(inside, value, jnp.nan) if inside is not False else jnp.full_like(value, jnp.nan, float)
+            )
+    if replaced:
+        transform = dataclasses.replace(transform, **replaced)
+    updates, state = update(transform, updates, state, params, **extra)
+    if updates_inside is True:
+        return updates, state
+
+    def poison(u: Any) -> Any:
+        if not jnp.issubdtype(jnp.result_type(u), jnp.inexact):
+            return u
+        return jnp.where(updates_inside, u, jnp.nan).astype(jnp.result_type(u))
+
+    return jax.tree.map(poison, updates), state
 
 
 def _values_at(transform: Any, names: tuple[str, ...], count: jax.Array) -> dict[str, jax.Array]:
     values = {name: jnp.asarray(getattr(transform, name)(count)) for name in names}
     return {name: value.astype(value.dtype) for name, value in values.items()}  # no weak types: scan-stable
+
+
+Path = tuple[Any, ...]
+
+
+class Field(NamedTuple):
+    """A data field in a tree of transforms (see :func:`hyperparameter_fields`)."""
+
+    path: Path
+    holder: Any
+    name: str
+    value: Any
+    allowed: Interval | None
+
+
+def dotted(path: Path) -> str:
+    """``("transforms", 0, "decay")`` as ``"transforms.0.decay"``."""
+    return ".".join(map(str, path))
+
+
+def hyperparameter_fields(transform: Any) -> list[Field]:
+    """Every data field of a tree of transforms that is not itself a transform, in order, with its path.
+
+    A dict field (``inject_hyperparams``' arguments) gives one entry per key, named by the key.
+
+    >>> import gradflow
+    >>> [(dotted(f.path), f.value) for f in hyperparameter_fields(gradflow.sgd(0.1, momentum=0.9))][::2]
+    [('transforms.0.inner.decay', 0.9), ('transforms.1.learning_rate', 0.1)]
+    """
+    found: list[Field] = []
+
+    def leaf(value: Any, path: Path, holder: Any, name: str, allowed: Interval | None) -> None:
+        found.append(Field(path, holder, name, value, allowed))
+        if isinstance(value, Schedule) and not isinstance(value, FunctionSchedule):  # then the schedule's own
+            visit(value, path, holder, name)
+
+    def visit(obj: Any, path: Path, holder: Any, name: str) -> None:
+        if isinstance(obj, (Transform, Schedule)) and dataclasses.is_dataclass(obj):
+            declared = {field: allowed for field, allowed, _ in declared_hyperparameters(type(obj))}
+            for f in dataclasses.fields(obj):
+                if not f.metadata.get("static", False):
+                    value = getattr(obj, f.name)
+                    if isinstance(value, (Transform, tuple, list, dict)):
+                        visit(value, (*path, f.name), obj, f.name)
+                    else:
+                        leaf(value, (*path, f.name), obj, f.name, declared.get(f.name))
+        elif isinstance(obj, (tuple, list, dict)):
+            items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+            for key, item in items:
+                if isinstance(item, (Transform, tuple, list, dict)):
+                    visit(item, (*path, key), holder, name)
+                else:
+                    leaf(item, (*path, key), holder, str(key) if isinstance(obj, dict) else name, None)
+
+    visit(transform, (), None, "")
+    return found
+
+
+def name_arguments(transform: T, **fields: str | tuple[str, ...]) -> T:
+    """``transform`` (a :class:`Chain` or a composite) recording which fields each argument of its factory sets.
+
+    Each argument maps to patterns ``"prefix:field"``: every data field called ``field`` at or below the
+    dotted ``prefix`` (relative to ``transform``; empty: anywhere). :func:`gradflow.get_hyperparam` and
+    :func:`gradflow.set_hyperparam` address the fields by the argument's name. Another transform is
+    returned as it is.
+
+    >>> import gradflow
+    >>> tx = name_arguments(gradflow.chain(gradflow.ewma(0.9), gradflow.ewma(0.5)), b1="transforms.0:decay")
+    >>> [(dotted(node), [dotted(path) for path in paths]) for node, paths in named_arguments(tx)["b1"]]
+    [('', ['transforms.0.decay'])]
+    """
+    if not any(f.name == "arguments" for f in dataclasses.fields(transform)):  # type: ignore[arg-type]
+        return transform
+    patterns = tuple(sorted((name, (spec,) if isinstance(spec, str) else tuple(spec)) for name, spec in fields.items()))
+    return dataclasses.replace(transform, arguments=patterns)  # type: ignore[type-var]
+
+
+def _matches(path: Path, pattern: str) -> bool:
+    prefix, _, field = pattern.rpartition(":")
+    head = tuple(int(p) if p.isdigit() else p for p in prefix.split(".")) if prefix else ()
+    return path[-1:] == (field,) and path[: len(head)] == head
+
+
+def named_arguments(transform: Any) -> dict[str, tuple[tuple[Path, tuple[Path, ...]], ...]]:
+    """The fields each recorded argument name sets (see :func:`name_arguments`).
+
+    By name: ``(path of the transform recording it, paths of the fields it sets)`` for the outermost
+    transforms that record the name (two at the same depth, as in ``chain(adam(a), adam(b))``: two entries).
+    """
+    fields = [f.path for f in hyperparameter_fields(transform)]
+    nodes: list[tuple[Path, Any]] = []
+
+    def visit(obj: Any, path: Path) -> None:
+        if isinstance(obj, Transform) and dataclasses.is_dataclass(obj):
+            if getattr(obj, "arguments", ()):
+                nodes.append((path, obj))
+            for f in dataclasses.fields(obj):
+                if not f.metadata.get("static", False):
+                    visit(getattr(obj, f.name), (*path, f.name))
+        elif isinstance(obj, (tuple, list)):
+            for index, item in enumerate(obj):
+                visit(item, (*path, index))
+        elif isinstance(obj, dict):
+            for key, item in obj.items():
+                visit(item, (*path, key))
+
+    visit(transform, ())
+    out: dict[str, tuple[tuple[Path, tuple[Path, ...]], ...]] = {}
+    for path, node in sorted(nodes, key=lambda item: len(item[0])):
+        for name, patterns in node.arguments:
+            paths = tuple(
+                p for p in fields if p[: len(path)] == path and any(_matches(p[len(path) :], q) for q in patterns)
+            )
+            if paths and (name not in out or len(out[name][0][0]) == len(path)):
+                out[name] = (*out.get(name, ()), (path, paths))
+    return out
 
 
 class EmptyState(NamedTuple):
@@ -363,13 +639,14 @@ class Chain(Transform):
     """
 
     transforms: tuple[Transform, ...]
+    arguments: tuple[tuple[str, tuple[str, ...]], ...] = static_field(default=())
 
     def init(self, params):
         tree.check_float_leaves(params)  # also for a chain without state: apply_updates would refuse them later
         return tuple(t.init(params) for t in self.transforms)
 
     def update(self, updates, state, params=None, **extra):
-        tree.check_float_leaves(updates, "updates")  # integer gradients would be truncated to integer steps
+        updates = tree.check_updates(updates, params)  # errors that name the key path, before any transform runs
         if not isinstance(state, tuple) or len(state) != len(self.transforms):
             got = type(state).__name__
             if isinstance(state, tuple):
@@ -380,15 +657,25 @@ class Chain(Transform):
             )
         new_state = []
         for position, (transform, inner_state) in enumerate(zip(self.transforms, state)):
+            where = f"chain: transform {position} ({type(transform).__name__})"
             try:
-                updates, inner_state = transform.update(updates, inner_state, params, **extra)
+                out, inner_state = transform.update(updates, inner_state, params, **extra)
             except AttributeError as error:  # the state of another optimizer (same length, other fields)
                 if error.obj is not inner_state:
                     raise
                 raise ValueError(
-                    f"chain: transform {position} ({type(transform).__name__}) got a {type(inner_state).__name__} "
-                    f"as its state, which has no field {error.name!r}; pass the state that this chain's init returned"
+                    f"{where} got a {type(inner_state).__name__} as its state, which has no field {error.name!r}; "
+                    "pass the state that this chain's init returned"
                 ) from error
+            except (TypeError, ValueError) as error:  # JAX's shape errors do not say which hyperparameter
+                problem = tree.hyperparameter_mismatch(transform, updates)
+                if problem is None:
+                    raise
+                raise ValueError(f"{where}: {problem}") from error
+            changed = tree.shape_change(updates, out)
+            if changed is not None:
+                raise ValueError(f"{where}: {tree.hyperparameter_mismatch(transform, updates) or changed}")
+            updates = out
             new_state.append(inner_state)
         return updates, tuple(new_state)
 

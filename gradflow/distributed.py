@@ -25,7 +25,6 @@ slice with ``jax.make_array_from_process_local_data`` and pass the resulting glo
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -37,7 +36,8 @@ from jax.sharding import PartitionSpec as P
 
 from gradflow import tree
 from gradflow.core import ForeignTransform, Transform, apply_updates, pytree_dataclass, static_field
-from gradflow.validation import check_range
+from gradflow.gradcheck import check_arity, check_scalar_output
+from gradflow.validation import check_callable, check_flag, check_integer, check_range
 
 __all__ = [
     "DataParallel",
@@ -61,15 +61,15 @@ def data_mesh(devices: Any = None, axis: str = "data") -> Mesh:
     """
     devices = jax.devices() if devices is None else list(devices)
     if not devices:
-        raise ValueError("devices: needs at least one device")
+        raise ValueError("data_mesh: devices must hold at least one device, got none")
     return Mesh(np.asarray(devices), (axis,))
 
 
-def _axis_size(mesh: Any, axis: str) -> int:
+def _axis_size(owner: str, mesh: Any, axis: str) -> int:
     if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh: needs a jax.sharding.Mesh (see data_mesh), got {type(mesh).__name__}")
+        raise TypeError(f"{owner}: mesh must be a jax.sharding.Mesh (see data_mesh), got {type(mesh).__name__}")
     if axis not in mesh.shape:
-        raise ValueError(f"axis: {axis!r} is not an axis of the mesh, whose axes are {tuple(mesh.axis_names)}")
+        raise ValueError(f"{owner}: axis {axis!r} is not an axis of the mesh, whose axes are {tuple(mesh.axis_names)}")
     return mesh.shape[axis]
 
 
@@ -96,7 +96,7 @@ def shard_batch(batch: Any, mesh: Mesh, axis: str = "data") -> Any:
     >>> shard_batch({"x": np.ones((4, 3))}, data_mesh())["x"].sharding.spec == P("data")
     True
     """
-    n = _axis_size(mesh, axis)
+    n = _axis_size("shard_batch", mesh, axis)
 
     def check(path, shape):
         if len(shape) == 0 or shape[0] % n:
@@ -123,7 +123,7 @@ def zero_shardings(tree_: Any, mesh: Mesh, axis: str = "data") -> Any:
     >>> zero_shardings({"m": jnp.zeros((4, 3)), "count": jnp.zeros([], jnp.int32)}, data_mesh())["m"].spec == P("data")
     True
     """
-    n = _axis_size(mesh, axis)
+    n = _axis_size("zero_shardings", mesh, axis)
 
     def choose(leaf):
         shape = np.shape(leaf) if not hasattr(leaf, "shape") else leaf.shape
@@ -142,7 +142,10 @@ def bytes_per_device(tree_: Any) -> int:
     32
     """
     total = 0
-    for leaf in jax.tree.leaves(tree_):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree_):
+        if not isinstance(leaf, jax.Array):
+            raise TypeError(f"bytes_per_device: tree_{jax.tree_util.keystr(path)} must be a jax.Array placed on "
+                            f"devices (see shard_batch, replicate), got {type(leaf).__name__}")  # fmt: skip
         shard = leaf.sharding.shard_shape(leaf.shape)
         total += math.prod(shard) * leaf.dtype.itemsize
     return total
@@ -161,33 +164,36 @@ def to_host(tree_: Any) -> Any:
     return multihost_utils.process_allgather(tree_, tiled=True)
 
 
-def _as_transform(tx: Any) -> Transform:
+def _as_transform(owner: str, tx: Any) -> Transform:
     if isinstance(tx, Transform):
         return tx
     if callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None)):
         return ForeignTransform(tx)
-    raise TypeError(f"tx: needs a gradient transformation with init and update, got {type(tx).__name__}")
+    raise TypeError(f"{owner}: tx must be a gradient transformation with init and update, got {type(tx).__name__}")
 
 
 def _check_trainer(trainer: Any) -> None:
     """Shared constructor checks; fills in the default mesh and wraps an optax ``tx``."""
-    if not callable(trainer.loss_fn):
-        raise TypeError(f"loss_fn: needs a function loss_fn(params, batch), got {type(trainer.loss_fn).__name__}")
-    object.__setattr__(trainer, "tx", _as_transform(trainer.tx))
+    owner = type(trainer).__name__
+    check_callable(owner, "loss_fn", trainer.loss_fn)
+    check_arity(owner, "loss_fn", trainer.loss_fn, "loss_fn(params, batch)", 2)
+    object.__setattr__(trainer, "tx", _as_transform(owner, trainer.tx))
+    if not isinstance(trainer.axis, str):
+        raise TypeError(f"{owner}: axis must be the name of a mesh axis (a str), got {trainer.axis!r}")
     if trainer.mesh is None:
         object.__setattr__(trainer, "mesh", data_mesh(axis=trainer.axis))
-    _axis_size(trainer.mesh, trainer.axis)
+    _axis_size(owner, trainer.mesh, trainer.axis)
 
 
-def _local_step(loss_fn, tx, params, opt_state, batch):
+def _local_step(trainer, params, opt_state, batch):
     """Loss, updates and new optimizer state of one step on ``batch`` (extras bound to the batch)."""
+    loss_fn, tx = trainer.loss_fn, trainer.tx
 
     def objective(p):
         return loss_fn(p, batch)
 
+    check_scalar_output(type(trainer).__name__, "loss_fn", objective, params)
     value, grads = jax.value_and_grad(objective)(params)
-    if jnp.shape(value) != ():
-        raise ValueError(f"loss_fn: needs to return a scalar, got shape {jnp.shape(value)}")
     updates, opt_state = tx.update(grads, opt_state, params, value=value, value_fn=objective,
                                    grad_fn=jax.grad(objective))  # fmt: skip
     return value, updates, opt_state
@@ -228,6 +234,8 @@ class DataParallel:
 
     def __post_init__(self):
         _check_trainer(self)
+        flag = check_flag("DataParallel", "shard_optimizer_state", self.shard_optimizer_state)
+        object.__setattr__(self, "shard_optimizer_state", flag)
 
     def state_shardings(self, opt_state: Any) -> Any:
         """Where each leaf of the optimizer state lives: split (ZeRO-1) or replicated."""
@@ -266,7 +274,7 @@ def _lay_out(tree_: Any, shardings: Any, mesh: Mesh, axis: str) -> Any:
 
 @jax.jit
 def _data_parallel_step(trainer, params, opt_state, batch):
-    value, updates, opt_state = _local_step(trainer.loss_fn, trainer.tx, params, opt_state, batch)
+    value, updates, opt_state = _local_step(trainer, params, opt_state, batch)
     mesh, axis = trainer.mesh, trainer.axis
     params = _lay_out(apply_updates(params, updates), NamedSharding(mesh, P()), mesh, axis)
     opt_state = _lay_out(opt_state, trainer.state_shardings(opt_state), mesh, axis)
@@ -302,8 +310,7 @@ class _Workers:
     every: int
 
     def _check_every(self):
-        if isinstance(self.every, bool) or not isinstance(self.every, numbers.Integral) or self.every < 1:
-            raise ValueError(f"every: needs a whole number >= 1 of steps between synchronisations, got {self.every!r}")
+        object.__setattr__(self, "every", check_integer(type(self).__name__, "every", self.every, low=1))
 
     @property
     def workers(self) -> int:
@@ -322,7 +329,8 @@ class _Workers:
         """Each worker takes one step on its slice of the global ``batch``, then the workers
         synchronise if the step count calls for it. Returns the new state and each worker's loss."""
         if not isinstance(state, WorkersState):
-            raise TypeError(f"state: needs the WorkersState that init returned, got {type(state).__name__}")
+            raise TypeError(f"{type(self).__name__}.step: state must be the WorkersState that init returned, "
+                            f"got {type(state).__name__}")  # fmt: skip
         return _workers_step(self, state, shard_batch(batch, self.mesh, self.axis))
 
 
@@ -337,7 +345,7 @@ def _workers_step(trainer, state, batch):
 
     def per_device(trainer, params, opt_state, center, step, batch):
         params, opt_state = jax.tree.map(lambda x: x[0], (params, opt_state))
-        value, updates, opt_state = _local_step(trainer.loss_fn, trainer.tx, params, opt_state, batch)
+        value, updates, opt_state = _local_step(trainer, params, opt_state, batch)
         params, center = trainer._combine(params, updates, center, step)
         params, opt_state = jax.tree.map(lambda x: x[None], (params, opt_state))
         return params, opt_state, center, value[None]
@@ -420,7 +428,13 @@ class ElasticAveraging(_Workers):
         ``axis``.
       axis: the mesh axis of the workers.
       every: the communication period τ.
-      alpha: the moving rate α in (0, 1]; default 0.9 / n (β = 0.9).
+      alpha: the moving rate α, with 0 < α < 2 / (n + 1); default 0.9 / n (β = 0.9).
+
+    Stability. One elastic step maps the gap between the workers' mean and the center, d = x̄ − x̃, to
+    (1 − (n + 1)·α)·d, and each worker's deviation from the mean to (1 − α) times itself. Both shrink
+    only when 0 < α < 2 / (n + 1) (in the paper's terms β = n·α < 2n / (n + 1)); a concrete α outside
+    that interval is an error naming α, n and the bound. With (n + 1)·α ≤ 1 the gap shrinks without
+    changing sign; the default (β = 0.9) is stable for every n but oscillates for n ≤ 8.
 
     >>> import gradflow as gf
     >>> trainer = ElasticAveraging(lambda w, b: jnp.mean((b["x"] @ w - b["y"]) ** 2), gf.sgd(0.1))
@@ -443,14 +457,19 @@ class ElasticAveraging(_Workers):
         self._check_every()
         if self.alpha is None:
             object.__setattr__(self, "alpha", 0.9 / self.workers)
-        check_range("ElasticAveraging", "alpha", self.alpha, 0.0, 1.0, low_open=True, high_open=False)
+        n = self.workers
+        check_range("ElasticAveraging", f"alpha (with n = {n} workers, stable for 0 < alpha < 2 / (n + 1))",
+                    self.alpha, 0.0, 2.0 / (n + 1), low_open=True)  # fmt: skip
 
     def _combine(self, params, updates, center, step):
+        def pull(x, force):  # x + α·force in x's dtype (α is a float64 leaf when x64 is on)
+            return x + jnp.asarray(self.alpha).astype(x.dtype) * force
+
         def elastic(params, center):
             difference = jax.tree.map(jnp.subtract, params, _varying(center, self.axis))
-            pulled = jax.tree.map(lambda p, d: p - self.alpha * d, params, difference)
+            pulled = jax.tree.map(lambda p, d: pull(p, -d), params, difference)
             total = jax.lax.psum(difference, self.axis)
-            return pulled, jax.tree.map(lambda c, s: c + self.alpha * s, center, total)
+            return pulled, jax.tree.map(pull, center, total)
 
         params, center = jax.lax.cond(step % self.every == 0, elastic, lambda p, c: (p, c), params, center)
         return apply_updates(params, updates), center

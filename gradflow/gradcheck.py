@@ -6,6 +6,10 @@ h is shrunk tenfold, repeatedly: if the error falls about a hundredfold the firs
 large (**truncation**, and the component passes at a smaller h); if it stays put, the gradient code
 is wrong (**mismatch**); if it grows, the dtype cannot resolve the difference (**roundoff**).
 
+Non-finite values are never called roundoff: a NaN or infinite loss at ``params`` is an error (nothing
+can be checked), a NaN or infinite gradient component is a **nonfinite_gradient** finding at its leaf and
+index, and a loss that is NaN or infinite at w ± h·eᵢ for every h tried is a **nonfinite_loss** finding.
+
 Choice of h. The difference quotient carries a rounding error of about ε·|L|/h (ε: machine epsilon),
 which must stay well below the tolerance h, so h ≳ 3·√(ε·|L|). For |L| ~ 1 that gives the seed's
 1e-7 in float64 (√ε = 1.5e-8) but 1e-3 in float32 (√ε = 3.5e-4): the float64 step would leave
@@ -19,6 +23,7 @@ parameter moves by about h, as in coordinates mode, and the signal 2h·⟨∇L, 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -29,10 +34,18 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gradflow import tree
+from gradflow.validation import (
+    check_callable,
+    check_choice,
+    check_integer,
+    check_nonnegative,
+    check_prng_key,
+    check_range,
+)
 
 __all__ = ["Finding", "GradCheckError", "GradCheckReport", "central_differences", "check_grads", "default_step"]
 
-Verdict = Literal["truncation", "mismatch", "roundoff"]
+Verdict = Literal["truncation", "mismatch", "roundoff", "nonfinite_gradient", "nonfinite_loss"]
 _DEFAULT_STEP = {"float64": 1e-7, "float32": 1e-3, "float16": 5e-2, "bfloat16": 1e-1}
 _COORDINATE_LIMIT = 10_000  # mode=None checks every coordinate up to this many parameters
 _CHUNK_ELEMENTS = 1 << 22  # perturbed copies held at once: chunk size × n ≤ 4M elements
@@ -64,7 +77,9 @@ class Finding:
       error: |numeric − analytic| at the final h.
       h: the last step size tried.
       verdict: ``"truncation"`` (passed after shrinking h), ``"mismatch"`` (the error does not fall
-        like h²: the gradient is wrong) or ``"roundoff"`` (the error grows as h shrinks).
+        like h²: the gradient is wrong), ``"roundoff"`` (the error grows as h shrinks),
+        ``"nonfinite_gradient"`` (the gradient component is NaN or infinite) or ``"nonfinite_loss"``
+        (``fun`` is NaN or infinite at w ± h along it, at every h tried; ``numeric`` is then ``inf``).
       passed: whether the component passed at its final h.
       history: ``((h, error), ...)`` for every step size tried.
 
@@ -178,7 +193,34 @@ class _Layout:
         return [(p, slice(o, o + math.prod(s))) for p, s, o in zip(self.paths, self.shapes, self.offsets)]
 
 
+def check_arity(owner: str, name: str, fn: Callable, call: str, count: int) -> None:
+    """Check that ``fn`` accepts ``count`` positional arguments (when its signature can be read), as in ``call``."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*range(count))
+    except TypeError as error:
+        raise TypeError(f"{owner}: {name} is called as {call}, but {error}") from None
+
+
+def check_scalar_output(owner, name, fn, *args):
+    """Check that ``fn(*args)`` returns a real floating-point scalar (traced with ``jax.eval_shape``, not run)."""
+    out = jax.eval_shape(fn, *args)
+    wanted = f"{owner}: {name} must return a real floating-point scalar (shape ())"
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        raise TypeError(f"{wanted}, got a {type(out).__name__}")
+    if out.shape != ():
+        raise ValueError(f"{wanted}, got shape {out.shape} ({out.dtype})")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(f"{wanted}, got dtype {out.dtype}")
+    return out
+
+
 def _validate(fun: Callable, params: Any) -> jnp.dtype:
+    check_callable("check_grads", "fun", fun)
+    check_arity("check_grads", "fun", fun, "fun(params)", 1)
     tree.check_float_leaves(params)
     leaves = jax.tree.leaves(params)
     if not leaves:
@@ -186,12 +228,7 @@ def _validate(fun: Callable, params: Any) -> jnp.dtype:
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         if jnp.iscomplexobj(leaf):
             raise TypeError(f"check_grads: params{jax.tree_util.keystr(path)} is complex; only real params are checked")
-    out = jax.eval_shape(fun, params)
-    if not hasattr(out, "shape") or out.shape != ():
-        got = f"shape {out.shape}" if hasattr(out, "shape") else type(out).__name__
-        raise ValueError(f"check_grads: fun must return a scalar, got {got}")
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        raise TypeError(f"check_grads: fun must return a real floating-point scalar, got dtype {out.dtype}")
+    check_scalar_output("check_grads", "fun", fun, params)
     return max((jnp.result_type(x) for x in leaves), key=lambda d: jnp.finfo(d).eps)
 
 
@@ -226,18 +263,24 @@ def central_differences(fun: Callable, params: Any, h: float | Sequence[float], 
 class _Differences:
     """Central differences of ``flat_fun`` around ``x``, compiled once and evaluated in vmapped chunks."""
 
-    def __init__(self, flat_fun: Callable[[jax.Array], jax.Array], x: jax.Array):
+    def __init__(self, flat_fun: Callable[[jax.Array], jax.Array], x: jax.Array, mask: jax.Array | None = None):
         self.x = x
+        self.mask = jnp.ones_like(x) if mask is None else mask  # the coordinates random directions move
         self.chunk = int(max(1, _CHUNK_ELEMENTS // max(1, x.size)))
+
+        def quotient(upper, lower, step):
+            """The difference quotient; ``inf`` marks a NaN or infinite loss (0/0 stays NaN: roundoff)."""
+            finite = jnp.isfinite(upper) & jnp.isfinite(lower)
+            return jnp.where(finite, (upper - lower) / step, jnp.inf)
 
         def along_coordinate(x, i, h):
             plus, minus = x.at[i].add(h), x.at[i].add(-h)
-            return (flat_fun(plus) - flat_fun(minus)) / (plus[i] - minus[i])
+            return quotient(flat_fun(plus), flat_fun(minus), plus[i] - minus[i])
 
         def along_direction(x, key, h, mask):
             v = jax.random.normal(key, x.shape, x.dtype) * mask
             v = v * jnp.sqrt(jnp.sum(mask)) / jnp.linalg.norm(v)  # unit RMS per perturbed component
-            return (flat_fun(x + h * v) - flat_fun(x - h * v)) / (2 * h), v
+            return quotient(flat_fun(x + h * v), flat_fun(x - h * v), 2 * h), v
 
         self._coordinates = jax.jit(jax.vmap(along_coordinate, in_axes=(None, 0, None)))
         self._directions = jax.jit(
@@ -255,7 +298,7 @@ class _Differences:
 
     def directions(self, keys: jax.Array, h: float, mask: jax.Array | None = None) -> tuple[np.ndarray, jax.Array]:
         """Quotients along the random directions drawn from ``keys`` (restricted to ``mask``), and the directions."""
-        mask = jnp.ones_like(self.x) if mask is None else mask
+        mask = self.mask if mask is None else mask * self.mask
         q, v = self._directions(self.x, keys, jnp.asarray(h, self.x.dtype), mask)
         return np.asarray(q, np.float64), v
 
@@ -296,10 +339,14 @@ def _refine(
             previous = record["history"][-1][1]
             record["history"].append((step, float(err)))
             record["numeric"] = float(num)
-            ratio = previous / err if err > 0 else np.inf
             if ok:
                 record["verdict"], record["passed"] = "truncation", True
-            elif not np.isfinite(err):  # w ± h rounds back to w: the quotient is 0/0
+                continue
+            if np.isinf(num) or np.isinf(previous):  # the loss is not finite at w ± h (yet): shrink h
+                still.append(a)
+                continue
+            ratio = previous / err if err > 0 else np.inf
+            if np.isnan(err):  # w ± h rounds back to w: the quotient is 0/0
                 record["verdict"] = "roundoff"
             elif ratio < 0.5 or err <= 4 * roundoff(step):
                 record["verdict"] = "roundoff"
@@ -308,8 +355,8 @@ def _refine(
             else:
                 still.append(a)
         active = still
-    for a in active:  # still falling like h² but never inside the tolerance
-        records[a]["verdict"] = "truncation"
+    for a in active:  # still falling like h² but never inside the tolerance, or a loss never finite
+        records[a]["verdict"] = "nonfinite_loss" if np.isinf(records[a]["numeric"]) else "truncation"
     return records
 
 
@@ -359,13 +406,11 @@ def check_grads(
       'mismatch'
     """
     dtype = _validate(fun, params)
-    if mode not in (None, "coordinates", "directions"):
-        raise ValueError(f"check_grads: mode must be 'coordinates', 'directions' or None, got {mode!r}")
-    if h is not None and not (isinstance(h, (int, float)) and h > 0 and math.isfinite(h)):
-        raise ValueError(f"check_grads: h must be a positive finite number, got {h!r}")
-    if num_directions < 1 or max_refinements < 0:
-        raise ValueError("check_grads: num_directions must be >= 1 and max_refinements >= 0")
+    _check_options(grad_fn, h, mode, num_directions, key, rtol, atol, max_refinements)
     scale = abs(float(fun(params)))
+    if not math.isfinite(scale):
+        raise ValueError(f"check_grads: fun(params) is {float(fun(params))}; the loss must be finite at params "
+                         "for its gradient to be checked")  # fmt: skip
     h = float(h if h is not None else default_step(dtype, scale))
     rtol = float(rtol if rtol is not None else 10 * math.sqrt(jnp.finfo(dtype).eps))
 
@@ -376,19 +421,24 @@ def check_grads(
         return 2 * float(jnp.finfo(dtype).eps) * scale / step
 
     x, unravel = ravel_pytree(params)
-    differences = _Differences(lambda v: fun(unravel(v)), x)
     gradient = np.asarray(_analytic(fun, params, grad_fn), np.float64)
+    finite = np.isfinite(gradient)
+    differences = _Differences(lambda v: fun(unravel(v)), x, jnp.asarray(finite, x.dtype))
     layout = _Layout.of(params)
     mode = mode or ("coordinates" if x.size <= _COORDINATE_LIMIT else "directions")
+    findings = _nonfinite_gradient(differences, gradient, layout, h)
+    gradient = np.where(finite, gradient, 0.0)
 
     if mode == "coordinates":
-        evaluate: Callable[[np.ndarray, float], np.ndarray] = differences.coordinates
-        numeric = evaluate(np.arange(x.size), h)
-        records = _refine(evaluate, gradient, numeric, h, tolerance, roundoff, max_refinements)
-        findings = []
+        indices = np.flatnonzero(finite)
+        evaluate: Callable[[np.ndarray, float], np.ndarray] = lambda rows, step: differences.coordinates(
+            indices[rows], step
+        )
+        records = _refine(evaluate, gradient[indices], evaluate(np.arange(len(indices)), h), h, tolerance, roundoff,
+                          max_refinements)  # fmt: skip
         for r in records:
-            path, index = layout.locate(r["i"])
-            findings.append(_finding(r, path, index, None, gradient[r["i"]]))
+            path, index = layout.locate(int(indices[r["i"]]))
+            findings.append(_finding(r, path, index, None, gradient[indices[r["i"]]]))
         return GradCheckReport(mode, h, jnp.dtype(dtype).name, int(x.size), tuple(findings))
 
     keys = jax.random.split(key if key is not None else jax.random.key(0), num_directions)
@@ -397,12 +447,39 @@ def check_grads(
     evaluate = lambda rows, step: differences.directions(keys[rows], step)[0]
     check: dict[str, Any] = {"h": h, "tolerance": tolerance, "roundoff": roundoff, "max_refinements": max_refinements}
     records = _refine(evaluate, analytic, numeric, **check)
-    findings = []
     for r in records:
         blame = r["verdict"] == "mismatch"
         paths = _blame(differences, keys[r["i"]], gradient, layout, check) if blame else [""]
         findings.extend(_finding(r, path, None, r["i"], analytic[r["i"]]) for path in paths)
     return GradCheckReport(mode, h, jnp.dtype(dtype).name, num_directions, tuple(findings))
+
+
+def _check_options(grad_fn, h, mode, num_directions, key, rtol, atol, max_refinements) -> None:
+    """Check :func:`check_grads`' options with the shared validation vocabulary."""
+    if grad_fn is not None:
+        check_callable("check_grads", "grad_fn", grad_fn)
+    if h is not None:
+        check_range("check_grads", "h", h, 0.0, math.inf, low_open=True)
+    check_choice("check_grads", "mode", mode, (None, "coordinates", "directions"))
+    check_integer("check_grads", "num_directions", num_directions, low=1)
+    check_integer("check_grads", "max_refinements", max_refinements, low=0)
+    if key is not None:
+        check_prng_key("check_grads", "key", key)
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None:
+            check_nonnegative("check_grads", name, value)
+
+
+def _nonfinite_gradient(differences: _Differences, gradient: np.ndarray, layout: _Layout, h: float) -> list[Finding]:
+    """One ``nonfinite_gradient`` finding per NaN or infinite gradient component, with its central difference."""
+    indices = np.flatnonzero(~np.isfinite(gradient))
+    numeric = differences.coordinates(indices, h) if len(indices) else np.zeros(0)
+    findings = []
+    for i, value in zip(indices, numeric):
+        path, index = layout.locate(int(i))
+        record = {"history": [(h, math.inf)], "numeric": float(value), "verdict": "nonfinite_gradient", "passed": False}
+        findings.append(_finding(record, path, index, None, gradient[i]))
+    return findings
 
 
 def _blame(differences: _Differences, key, gradient, layout, check: dict) -> list[str]:

@@ -1,8 +1,9 @@
 """Reading and changing hyperparameters: in a transform, in a state, and optax's ``inject_hyperparams``.
 
 A gradflow transform already holds its hyperparameters as data, so :func:`get_hyperparam` and
-:func:`set_hyperparam` work on any transform (by field name: ``learning_rate``, ``weight_decay``,
-``decay`` ...). When the transform lives somewhere it cannot be replaced (a flax ``TrainState`` or
+:func:`set_hyperparam` work on any transform, by the factory's argument names (``learning_rate``, ``b1``,
+``momentum`` ...; see :func:`gradflow.core.name_arguments`) or by field name, and ``set_hyperparam``
+re-checks the declared range. When the transform lives somewhere it cannot be replaced (a flax ``TrainState`` or
 ``nnx.Optimizer`` keeps it static), :func:`inject_hyperparams` moves the hyperparameters into the
 optimizer *state*, optax's :class:`InjectStatefulHyperparamsState`, where both functions reach them
 too, under the names of the factory's arguments.
@@ -23,14 +24,19 @@ import numpy as np
 
 from gradflow import tree
 from gradflow.core import (
+    Field,
     FunctionSchedule,
     Schedule,
     ScheduleState,
     Transform,
+    dotted,
+    hyperparameter_fields,
     is_schedule_like,
+    named_arguments,
     pytree_dataclass,
     static_field,
 )
+from gradflow.validation import check_allowed, check_sequence
 from gradflow.wrappers._common import as_transform
 
 __all__ = [
@@ -341,7 +347,10 @@ def inject_hyperparams(
         raise TypeError(
             f"inject_hyperparams: inner_factory must be a function returning a transform, got {inner_factory!r}"
         )
-    static = {static_args} if isinstance(static_args, str) else set(static_args)
+    names = (static_args,) if isinstance(static_args, str) else check_sequence(owner, "static_args", static_args)
+    if not all(isinstance(name, str) for name in names):
+        raise TypeError(f"{owner}: static_args must be an argument name or a list of them, got {static_args!r}")
+    static = set(names)
     try:
         signature: inspect.Signature | None = inspect.signature(inner_factory)
     except (TypeError, ValueError):  # a builtin without a signature: keyword arguments only
@@ -388,13 +397,17 @@ def inject_hyperparams(
         tx = InjectHyperparams(
             inner_factory, numeric, tuple(sorted(fixed.items())), tuple(sorted(stateful.items())), hyperparam_dtype
         )
-        # Build the inner optimizer once now, so that the factory checks the values (a schedule as itself).
-        first = {name: schedule(schedule.init()) for name, schedule in stateful.items()}
-        given = {name: v(v.init()) if isinstance(v, WrappedSchedule) else v for name, v in numeric.items()}
-        tx.inner_factory(**dict(tx.static_kwargs), **given, **first)
+        _check_by_building(tx)
         return tx
 
     return wrapped
+
+
+def _check_by_building(tx: InjectHyperparams) -> None:
+    """Build the inner optimizer once, so that its factory checks the values (a schedule as itself)."""
+    first = {name: schedule(schedule.init()) for name, schedule in tx.stateful}
+    given = {name: v(v.init()) if isinstance(v, WrappedSchedule) else v for name, v in tx.hyperparams.items()}
+    tx.inner_factory(**dict(tx.static_kwargs), **given, **first)
 
 
 def inject_stateful_hyperparams(
@@ -443,44 +456,67 @@ def _state_holders(state: Any) -> list[Any]:
     return [x for x in jax.tree.leaves(state, is_leaf=_is_hyperparam_holder) if _is_hyperparam_holder(x)]
 
 
-def _transform_fields(obj: Any) -> list[tuple[Any, str, Any]]:
-    """Every (transform, field name, value) of the data fields in a tree of transforms, in order."""
-    found = []
-    if isinstance(obj, InjectHyperparams):
-        return [(obj, name, v) for name, v in (*obj.hyperparams.items(), *obj.stateful)]
-    if isinstance(obj, Transform) and dataclasses.is_dataclass(obj):
-        for field in dataclasses.fields(obj):
-            value = getattr(obj, field.name)
-            if field.metadata.get("static", False):
-                continue
-            if isinstance(value, (Transform, tuple, list)):
-                found += _transform_fields(value)
-            else:
-                found.append((obj, field.name, value))
-    elif isinstance(obj, (tuple, list)):
-        for item in obj:
-            found += _transform_fields(item)
-    return found
+def _fields(tx: Any) -> list[Field]:
+    """The data fields of a tree of transforms, and the stateful schedules given to :func:`inject_hyperparams`."""
+    fields = hyperparameter_fields(tx)
+    holders = {id(f.holder): (f.path[:-2], f.holder) for f in fields if isinstance(f.holder, InjectHyperparams)}
+    for path, holder in holders.values():
+        fields += [Field((*path, "stateful", name), holder, name, value, None) for name, value in holder.stateful]
+    return fields
 
 
 def _available(obj: Any) -> str:
     if isinstance(obj, Transform):
-        names = {name for _, name, _ in _transform_fields(obj)}
+        names = {f.name for f in _fields(obj) if f.value is not None} | set(named_arguments(obj))
     else:
         names = {name for holder in _state_holders(obj) for name in holder.hyperparams}
     return ", ".join(sorted(names)) or "none"
 
 
+def _resolve(owner: str, tx: Transform, name: str) -> list[Field]:
+    """The fields that ``name`` addresses in ``tx``: an argument name recorded by the outermost factory that
+    has it (see :func:`gradflow.core.name_arguments`), else the fields called ``name``, which must be one
+    field or fields that one recorded argument sets together (one meaning)."""
+    fields = {f.path: f for f in _fields(tx)}
+    named = named_arguments(tx)
+    if name in named:
+        if len({paths for _, paths in named[name]}) > 1:
+            where = ", ".join(dotted(node) or "the root" for node, _ in named[name])
+            raise ValueError(
+                f"{owner}: {name!r} is an argument of {len(named[name])} transforms here (at {where}); "
+                "get or set it on the part of the optimizer that you mean"
+            )
+        return [fields[path] for path in named[name][0][1]]
+    matches = [f for f in fields.values() if f.name == name]
+    if not matches:
+        kind = "transform" if isinstance(tx, Transform) else "state"
+        raise KeyError(f"{owner}: no hyperparameter {name!r} in this {kind}; it has: {_available(tx)}")
+    paths = {f.path for f in matches}
+    covering = {argument: set(entries[0][1]) for argument, entries in named.items()}
+    if len(matches) > 1 and not any(paths <= covered for covered in covering.values()):
+        candidates = "; ".join(
+            dotted(f.path) + "".join(f" (argument {a})" for a, covered in covering.items() if f.path in covered)
+            for f in matches
+        )
+        raise ValueError(
+            f"{owner}: {name!r} matches {len(matches)} fields with different meanings: {candidates}; "
+            "address one by its argument name, or the part of the optimizer that you mean"
+        )
+    return matches
+
+
 def get_hyperparam(tx_or_state: Any, name: str) -> Any:
     """The value of the hyperparameter ``name`` in a transform or in an optimizer state.
 
-    On a transform, ``name`` is a field name of one of its primitives (the first one, in chain order,
-    that has it) or an argument of :func:`inject_hyperparams`; the value may be a schedule. On a state,
-    it is a hyperparameter of :func:`inject_hyperparams` or a scheduled one: the value used by the
-    latest update.
+    On a transform, ``name`` is an argument of the factory that built it (``b1`` of ``adam``, ``momentum``
+    of ``sgd``, ``decay`` of ``rmsprop``: the outermost factory that records it), a field name of one of
+    its primitives, or an argument of :func:`inject_hyperparams`; the value may be a schedule. A name
+    that matches several fields must mean one thing (one argument sets them all). On a state, it is a
+    hyperparameter of :func:`inject_hyperparams` or a scheduled one: the value used by the latest update.
 
     Raises:
       KeyError: naming the hyperparameters that exist.
+      ValueError: if ``name`` matches fields with different meanings, listing them.
 
     Example:
       >>> import gradflow
@@ -488,9 +524,7 @@ def get_hyperparam(tx_or_state: Any, name: str) -> Any:
       0.1
     """
     if isinstance(tx_or_state, Transform):
-        for _, field, value in _transform_fields(tx_or_state):
-            if field == name:
-                return value
+        return _resolve("get_hyperparam", tx_or_state, name)[0].value
     else:
         for holder in _state_holders(tx_or_state):
             if name in holder.hyperparams:
@@ -504,12 +538,16 @@ def set_hyperparam(tx_or_state: Any, name: str, value: Any) -> Any:
 
     In a state the value takes the stored value's dtype and shape (so a ``lax.scan`` carry stays
     stable); only the numbers injected by :func:`inject_hyperparams` can be changed in a state (a
-    scheduled value is recomputed at every step). In a transform, any field called ``name`` is replaced,
-    by a number or a schedule.
+    scheduled value is recomputed at every step). In a transform, ``name`` is resolved as in
+    :func:`get_hyperparam` (``b1`` sets both of Adam's fields that b1 feeds) and the value, a number, an
+    array or a schedule, is checked against each field's declared range first, as the factory would; an
+    :func:`inject_hyperparams` transform is rebuilt once, so that its factory checks it.
 
     Raises:
       KeyError: naming the hyperparameters that exist.
-      ValueError: for a scheduled hyperparameter of an injected state.
+      ValueError: for a value outside the declared range (naming ``name`` and the field's path), a name
+        with several meanings, or a scheduled hyperparameter of an injected state.
+      TypeError: for a value that is not a number.
 
     Example:
       >>> import gradflow
@@ -518,7 +556,7 @@ def set_hyperparam(tx_or_state: Any, name: str, value: Any) -> Any:
       0.2
     """
     if isinstance(tx_or_state, Transform):
-        new, changed = _replace_in_transform(tx_or_state, name, value)
+        new, changed = _replace_in_transform(tx_or_state, name, value), True
     else:
         found = [False]
 
@@ -552,34 +590,46 @@ def set_hyperparam(tx_or_state: Any, name: str, value: Any) -> Any:
     return new
 
 
-def _replace_in_transform(obj: Any, name: str, value: Any) -> tuple[Any, bool]:
-    if isinstance(obj, (tuple, list)):
-        results = [_replace_in_transform(item, name, value) for item in obj]
-        return type(obj)(r[0] for r in results), any(r[1] for r in results)
-    if not (isinstance(obj, Transform) and dataclasses.is_dataclass(obj)):
-        return obj, False
-    if isinstance(obj, InjectHyperparams):
-        stateful = dict(obj.stateful)
-        if name not in obj.hyperparams and name not in stateful:
-            return obj, False
-        hyperparams = {k: v for k, v in obj.hyperparams.items() if k != name}
-        stateful.pop(name, None)
-        if _is_stateful(value) and not isinstance(value, WrappedSchedule):
-            stateful[name] = value
-        else:
-            hyperparams[name] = (
-                FunctionSchedule(value) if is_schedule_like(value) and not isinstance(value, Schedule) else value
-            )
-        return dataclasses.replace(obj, hyperparams=hyperparams, stateful=tuple(sorted(stateful.items()))), True
-    changes, changed = {}, False
-    for field in dataclasses.fields(obj):
-        if field.metadata.get("static", False):
-            continue
-        current = getattr(obj, field.name)
-        if field.name == name:
-            changes[field.name], changed = value, True
-        elif isinstance(current, (Transform, tuple, list)):
-            new, inner_changed = _replace_in_transform(current, name, value)
-            if inner_changed:
-                changes[field.name], changed = new, True
-    return (dataclasses.replace(obj, **changes) if changes else obj), changed
+def _replace_in_transform(tx: Transform, name: str, value: Any) -> Transform:
+    """``tx`` with every field that ``name`` addresses set to ``value``, each checked against its declared range."""
+    for field in (fields := _resolve("set_hyperparam", tx, name)):
+        if field.allowed is not None:
+            check_allowed("set_hyperparam", f"{name} (at {dotted(field.path)})", value, field.allowed)
+    for field in fields:
+        tx = _replace_at(tx, field.path, value)
+    for field in fields:
+        if isinstance(field.holder, InjectHyperparams):
+            _check_by_building(_get_at(tx, field.path[:-2]))
+    return tx
+
+
+def _get_at(obj: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        obj = obj[part] if isinstance(obj, (tuple, list, dict)) else getattr(obj, part)
+    return obj
+
+
+def _replace_at(obj: Any, path: tuple[Any, ...], value: Any) -> Any:
+    """``obj`` with the node at ``path`` (attributes, indices and keys) replaced by ``value``."""
+    if isinstance(obj, InjectHyperparams) and len(path) == 2:
+        return _set_injected(obj, path[1], value)
+    head, rest = path[0], path[1:]
+    if isinstance(obj, (tuple, list, dict)):
+        items = dict(obj) if isinstance(obj, dict) else list(obj)
+        items[head] = _replace_at(items[head], rest, value) if rest else value
+        return items if isinstance(obj, dict) else type(obj)(items)
+    new = _replace_at(getattr(obj, head), rest, value) if rest else value
+    return dataclasses.replace(obj, **{head: new})
+
+
+def _set_injected(tx: InjectHyperparams, name: str, value: Any) -> InjectHyperparams:
+    """An injected argument replaced: a stateful schedule stays static, anything else becomes data."""
+    hyperparams = {k: v for k, v in tx.hyperparams.items() if k != name}
+    stateful = {k: v for k, v in tx.stateful if k != name}
+    if _is_stateful(value) and not isinstance(value, WrappedSchedule):
+        stateful[name] = value
+    else:
+        hyperparams[name] = (
+            FunctionSchedule(value) if is_schedule_like(value) and not isinstance(value, Schedule) else value
+        )
+    return dataclasses.replace(tx, hyperparams=hyperparams, stateful=tuple(sorted(stateful.items())))

@@ -202,6 +202,7 @@ class Composite(Transform):
 
     inner: Transform
     layout: StateLayout = static_field()
+    arguments: tuple[tuple[str, tuple[str, ...]], ...] = static_field(default=())
 
     def init(self, params: Any) -> Any:
         own = {name: jnp.zeros([], jnp.int32) for name in self.layout.own_count}

@@ -38,7 +38,7 @@ import numpy as np
 
 from gradflow._optax_reexport import lazy_reexport
 from gradflow.core import FunctionSchedule, Schedule, pytree_dataclass, static_field
-from gradflow.validation import check_nonnegative, check_number, check_range
+from gradflow.validation import check_choice, check_flag, check_nonnegative, check_number, check_range, check_sequence
 
 __all__ = [
     "Constant",
@@ -277,11 +277,19 @@ def _concrete_int(owner: str, name: str, value: Any) -> int:
     """A step count that must be known when the schedule is built (it sets boundaries)."""
     if _is_traced(value):
         raise TypeError(f"{owner}: {name} must be a concrete integer (it places boundaries), got a traced value")
-    check_number(owner, name, value)
+    _check_scalar(owner, name, value)
+    check_range(owner, name, value, -math.inf, math.inf, low_open=True)  # a finite number
     number = float(np.asarray(value))
     if number != int(number):
         raise ValueError(f"{owner}: {name} must be an integer number of steps, got {value!r}")
     return int(number)
+
+
+def _check_scalar(owner: str, name: str, value: Any) -> None:
+    """A single number (it places a boundary: not an array of several)."""
+    check_number(owner, name, value)
+    if np.ndim(value) != 0:
+        raise TypeError(f"{owner}: {name} must be a single number (it places a boundary), got shape {np.shape(value)}")
 
 
 def _boundaries_and_scales(owner: str, boundaries_and_scales: Mapping[Any, Any] | None):
@@ -292,10 +300,10 @@ def _boundaries_and_scales(owner: str, boundaries_and_scales: Mapping[Any, Any] 
         raise TypeError(
             f"{owner}: boundaries_and_scales must be a dict {{step: scale}}, got {type(boundaries_and_scales).__name__}"
         )
-    items = sorted(boundaries_and_scales.items(), key=lambda item: float(item[0]))
-    for step, scale in items:
+    for step, scale in boundaries_and_scales.items():
         _check_steps(owner, f"boundaries_and_scales key {step!r}", step)
         check_nonnegative(owner, f"boundaries_and_scales[{step!r}]", scale)
+    items = sorted(boundaries_and_scales.items(), key=lambda item: float(item[0]))
     return tuple(step for step, _ in items), tuple(scale for _, scale in items)
 
 
@@ -489,7 +497,14 @@ def exponential_decay(
     _check_steps(owner, "transition_begin", transition_begin)
     if end_value is not None:
         check_number(owner, "end_value", end_value)
-    return ExponentialDecay(init_value, transition_steps, decay_rate, transition_begin, end_value, bool(staircase))
+    return ExponentialDecay(
+        init_value,
+        transition_steps,
+        decay_rate,
+        transition_begin,
+        end_value,
+        check_flag("exponential_decay", "staircase", staircase),
+    )
 
 
 def cosine_decay_schedule(init_value: Any, decay_steps: Any, alpha: Any = 0.0, exponent: Any = 1.0) -> CosineDecay:
@@ -550,8 +565,7 @@ def piecewise_interpolate_schedule(
       [1.0, 0.75, 0.5, 0.375, 0.25, 0.25]
     """
     owner = "piecewise_interpolate_schedule"
-    if interpolate_type not in _INTERPOLATIONS:
-        raise ValueError(f"{owner}: interpolate_type must be 'linear' or 'cosine', got {interpolate_type!r}")
+    check_choice(owner, "interpolate_type", interpolate_type, _INTERPOLATIONS)
     check_number(owner, "init_value", init_value)
     boundaries, scales = _boundaries_and_scales(owner, boundaries_and_scales)
     return PiecewiseInterpolate(init_value, boundaries, scales, interpolate_type)
@@ -563,6 +577,7 @@ def _check_onecycle(owner: str, transition_steps: Any, pct_start: Any, div_facto
         raise ValueError(f"{owner}: transition_steps must be a positive integer, got {transition_steps!r}")
     if _is_traced(pct_start):
         raise TypeError(f"{owner}: pct_start must be concrete (it places a boundary), got a traced value")
+    _check_scalar(owner, "pct_start", pct_start)
     check_range(owner, "pct_start", pct_start, 0.0, 1.0, high_open=False)
     check_range(owner, "div_factor", div_factor, 0.0, math.inf, low_open=True)
     check_range(owner, "final_div_factor", final_div_factor, 0.0, math.inf, low_open=True)
@@ -604,6 +619,7 @@ def linear_onecycle_schedule(
     steps = _check_onecycle(owner, transition_steps, pct_start, div_factor, final_div_factor)
     if _is_traced(pct_final):
         raise TypeError(f"{owner}: pct_final must be concrete (it places a boundary), got a traced value")
+    _check_scalar(owner, "pct_final", pct_final)
     check_range(owner, "pct_final", pct_final, float(pct_start), 1.0, high_open=False)
     check_number(owner, "peak_value", peak_value)
     # A dict, as in optax: boundaries that coincide (short cycles) keep the last scale.
@@ -676,8 +692,8 @@ def join_schedules(schedules: Sequence[Any], boundaries: Sequence[Any]) -> Join:
       [0.0, 0.5, 1.0, 0.5, 0.25]
     """
     owner = "join_schedules"
-    schedules = tuple(_as_schedule(owner, i, s) for i, s in enumerate(schedules))
-    boundaries = tuple(boundaries)
+    schedules = tuple(_as_schedule(owner, i, s) for i, s in enumerate(check_sequence(owner, "schedules", schedules)))
+    boundaries = check_sequence(owner, "boundaries", boundaries)
     if not schedules:
         raise ValueError(f"{owner}: schedules must not be empty")
     if len(boundaries) != len(schedules) - 1:
@@ -813,7 +829,14 @@ def warmup_exponential_decay_schedule(
     if end_value is not None:
         check_number(owner, "end_value", end_value)
     warmup = Polynomial(init_value, peak_value, 1, warmup_steps, 0)
-    decay = ExponentialDecay(peak_value, transition_steps, decay_rate, transition_begin, end_value, bool(staircase))
+    decay = ExponentialDecay(
+        peak_value,
+        transition_steps,
+        decay_rate,
+        transition_begin,
+        end_value,
+        check_flag("warmup_exponential_decay_schedule", "staircase", staircase),
+    )
     return Join((warmup, decay), (warmup_steps,))
 
 
@@ -840,7 +863,7 @@ def sgdr_schedule(cosine_kwargs: Iterable[Mapping[str, Any]]) -> Join:
     """
     owner = "sgdr_schedule"
     cycles, boundaries, step = [], [], 0
-    for i, kwargs in enumerate(cosine_kwargs):
+    for i, kwargs in enumerate(check_sequence(owner, "cosine_kwargs", cosine_kwargs)):
         if not isinstance(kwargs, Mapping) or "decay_steps" not in kwargs:
             raise ValueError(
                 f"{owner}: cosine_kwargs[{i}] must be a dict of warmup_cosine_decay_schedule arguments "

@@ -2,8 +2,9 @@
 
 Every entry point checks what it is given with these functions before anything is traced: numbers and
 ranges (:func:`check_number`, :func:`check_range`, :func:`check_nonnegative`,
-:func:`check_learning_rate`), integers (:func:`check_integer`), flags (:func:`check_flag`), choices
-(:func:`check_choice`), PRNG keys (:func:`check_prng_key`) and functions (:func:`check_callable`). Each
+:func:`check_learning_rate`, :func:`check_allowed`, :func:`check_all`), integers (:func:`check_integer`,
+:func:`check_axis`), flags (:func:`check_flag`), choices (:func:`check_choice`), sequences
+(:func:`check_sequence`), PRNG keys (:func:`check_prng_key`) and functions (:func:`check_callable`). Each
 takes the ``owner`` (the function or class checking, named first in the message) and the argument's
 ``name``; each error says what is allowed and what was given. Python numbers and concrete arrays are
 checked alike.
@@ -12,32 +13,63 @@ A schedule (a :class:`gradflow.Schedule` or a function of the step count) is che
 a gradflow schedule at every count below 1024 and at every power of two (and the count before it) up to
 the int32 maximum, a plain function of the count at count 0 (the value the first update uses), so that
 ``adam(linear_schedule(0.1, -0.1, 100))`` is an error naming ``learning_rate`` and the count where it
-turns negative. Only concrete values are checked: inside ``jax.jit``, ``jax.vmap`` or ``jax.grad`` a
-hyperparameter (or a schedule's leaf) is a tracer and is accepted as it is, so optimizer factories can be
-traced (for example vmapped over a batch of learning rates).
+turns negative.
+
+Ranges are declared once, on the transform's dataclass field (:func:`gradflow.core.hyperparameter`, e.g.
+``decay: Any = hyperparameter(UNIT)``); :func:`check_allowed` checks a value against a declared
+:class:`~gradflow.core.Interval`, :func:`check_hyperparameters` checks every concrete value of a whole
+transform (a batched one from ``optimizer_grid`` too) and ``set_hyperparam`` checks the value it sets.
+
+**Traced values.** Inside ``jax.jit``, ``jax.vmap`` or ``jax.grad`` a hyperparameter (or a schedule's
+leaf) is a tracer: the factories accept it as it is (so they can be traced, e.g. vmapped over a batch of
+values) and nothing can raise. Instead, when a declared hyperparameter that reaches ``update`` has any
+element outside its range, that transform's updates are NaN (for a vmapped batch: only the members that
+are outside), so ``apply_if_finite`` skips the step and ``run``/``sweep`` report the configuration as
+diverged; nothing ascends or diverges slowly. The same holds for a number that reached the transform
+past the checks (a dataclass built directly), so ``jit(update) == update``. The one exception is the
+learning rate of ``scale_by_learning_rate``: a negative one is a zero step. Cost: nothing while the
+declared values are concrete and inside; a traced field is replaced by ``jnp.where(inside, value, nan)``
+on the scalar (one fused select; fields only compared with, such as thresholds, select each leaf of the
+updates instead). Gradients with respect to an in-range hyperparameter are unchanged. A NaN made so is
+NaN for the rest of the chain, except where a later transform maps NaN updates to zeros on purpose
+(``clip_by_global_norm``, ``zero_nans``): a zero step, never an ascent.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradflow.core import FunctionSchedule, Schedule, is_schedule_like
+from gradflow.core import (
+    FunctionSchedule,
+    Interval,
+    Schedule,
+    dotted,
+    hyperparameter_fields,
+    is_schedule_like,
+    named_arguments,
+)
 
 __all__ = [
+    "check_all",
+    "check_allowed",
+    "check_axis",
     "check_callable",
     "check_choice",
     "check_flag",
+    "check_hyperparameters",
     "check_integer",
     "check_learning_rate",
     "check_nonnegative",
     "check_number",
     "check_prng_key",
     "check_range",
+    "check_sequence",
 ]
 
 # The counts at which a gradflow schedule given as a hyperparameter is checked (see the module docstring).
@@ -121,16 +153,61 @@ def check_range(
     high_open: bool = True,
 ) -> Any:
     """Accept ``value`` in the interval from ``low`` to ``high`` (closed or open at each end)."""
+    return check_allowed(owner, name, value, Interval(low, high, low_open, high_open))
+
+
+def check_allowed(owner: str, name: str, value: Any, allowed: Interval) -> Any:
+    """Accept ``value`` (a number, an array, a schedule or a tracer) inside the declared interval ``allowed``.
+
+    >>> from gradflow.core import UNIT
+    >>> check_allowed("adam", "b1", np.array([0.9, 1.5]), UNIT)
+    Traceback (most recent call last):
+    ...
+    ValueError: adam: b1 must be in [0.0, 1.0), got array([0.9, 1.5])
+    """
     values = _concrete_values(owner, name, value)
     if values is None:
         return value
-    above = values > low if low_open else values >= low
-    below = values < high if high_open else values <= high
-    inside = above & below  # False at NaN
+    inside = allowed.contains(values)  # False at NaN
     if not np.all(inside):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{owner}: {name} must be in {interval}, {_got(value, ~inside, values)}")
+        raise ValueError(f"{owner}: {name} must be in {allowed}, {_got(value, ~inside, values)}")
     return value
+
+
+def check_all(owner: str, allowed: Interval, **values: Any) -> None:
+    """:func:`check_allowed` for each keyword argument: ``check_all("adam", UNIT, b1=b1, b2=b2)``."""
+    for name, value in values.items():
+        check_allowed(owner, name, value, allowed)
+
+
+def check_hyperparameters(transform: Any, owner: str = "check_hyperparameters") -> Any:
+    """Check every concrete declared hyperparameter of a tree of transforms against its range; return it.
+
+    Each error names the factory's argument when one is recorded (``b1`` of ``adam``) and the field's path.
+    Arrays (a batch of optimizers, e.g. ``optimizer_grid(...).txs``) are checked element by element; schedules
+    by value (see above); tracers are left to the traced policy. A primitive's factory checks its arguments
+    so, by their declaration:
+
+    >>> from gradflow.transforms.moments import EWMA
+    >>> check_hyperparameters(EWMA(1.5), "ewma")
+    Traceback (most recent call last):
+    ...
+    ValueError: ewma: decay must be in [0.0, 1.0), got 1.5
+
+    >>> import gradflow
+    >>> grid = jax.vmap(lambda b1: gradflow.adam(1e-3, b1=b1))(jnp.array([0.9, 1.0]))
+    >>> check_hyperparameters(grid, "optimizer_grid")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: optimizer_grid: b1 (at transforms.0.inner.first...decay) must be in [0.0, 1.0), got Array([0.9, 1. ]...
+    """
+    arguments = {path: argument for argument, entries in named_arguments(transform).items() for path in entries[0][1]}
+    for field in hyperparameter_fields(transform):
+        if field.allowed is not None and field.value is not None:
+            label = arguments.get(field.path, field.name)
+            label += "" if field.path == (label,) else f" (at {dotted(field.path)})"
+            check_allowed(owner, label, field.value, field.allowed)
+    return transform
 
 
 def check_nonnegative(owner: str, name: str, value: Any) -> Any:
@@ -193,6 +270,22 @@ def check_integer(owner: str, name: str, value: Any, *, low: int | None = None, 
     return number
 
 
+def check_axis(owner: str, name: str, value: Any) -> int | tuple[int, ...] | None:
+    """Accept ``None``, an integer or a sequence of integers (array axes); return it hashable (a static field).
+
+    >>> check_axis("centralize", "axis", [0, 1.0])
+    Traceback (most recent call last):
+    ...
+    TypeError: centralize: axis must be None, an int or a tuple of ints, got [0, 1.0]
+    """
+    if value is None:
+        return None
+    axes = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    if not all(isinstance(a, (int, np.integer)) and not isinstance(a, (bool, np.bool_)) for a in axes):
+        raise TypeError(f"{owner}: {name} must be None, an int or a tuple of ints, got {value!r}")
+    return tuple(int(a) for a in axes) if isinstance(value, (list, tuple)) else int(value)
+
+
 def check_choice(owner: str, name: str, value: Any, choices: Any) -> Any:
     """Accept one of ``choices`` (compared with ``==``; strings exactly) and return it.
 
@@ -206,6 +299,19 @@ def check_choice(owner: str, name: str, value: Any, choices: Any) -> Any:
         if type(value) is type(choice) and value == choice:
             return value
     raise ValueError(f"{owner}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def check_sequence(owner: str, name: str, value: Any) -> tuple[Any, ...]:
+    """Accept a list, a tuple or another iterable that is not a string or a mapping; return it as a tuple.
+
+    >>> check_sequence("join_schedules", "boundaries", 5)
+    Traceback (most recent call last):
+    ...
+    TypeError: join_schedules: boundaries must be a list or tuple, got 5
+    """
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable) or getattr(value, "ndim", 1) == 0:
+        raise TypeError(f"{owner}: {name} must be a list or tuple, got {value!r}")
+    return tuple(value)
 
 
 def check_prng_key(owner: str, name: str, value: Any) -> Any:

@@ -303,9 +303,13 @@ ERRORS = [
         "updates-list-for-dict",
         gf.TreeMismatchError,
         (
-            _trace(gf.adam(LR), jax.tree.leaves(G)),
+            _traced(lambda: gf.adam(LR).update(jax.tree.leaves(G), gf.adam(LR).init(P))),
             r"updates\[0\] has no counterpart in state\.mean(.|\n)*"
             r"state\.mean\['dense'\]\['b'\] has no counterpart in updates",
+        ),
+        (
+            _trace(gf.adam(LR), jax.tree.leaves(G)),
+            r"updates\[0\] has no counterpart in params(.|\n)*params\['dense'\]\['b'\] has no counterpart in updates",
         ),
     ),
     error_probe(
@@ -373,8 +377,14 @@ ERRORS = [
         "stateless-sgd-wrong-shape-caught-by-apply-updates",
         gf.TreeMismatchError,
         (
-            _traced(lambda: gf.apply_updates(P, _step(gf.sgd(LR), {**G, "scale": (jnp.ones(4),)})[0])),
+            _traced(
+                lambda: gf.apply_updates(P, gf.sgd(LR).update({**G, "scale": (jnp.ones(4),)}, gf.sgd(LR).init(P))[0])
+            ),
             r"params\['scale'\]\[0\] has shape \(\) but updates\['scale'\]\[0\] has shape \(4,\)",
+        ),
+        (  # given params, the update itself refuses
+            _trace(gf.sgd(LR), {**G, "scale": (jnp.ones(4),)}),
+            r"updates\['scale'\]\[0\] has shape \(4,\) but params\['scale'\]\[0\] has shape \(\)",
         ),
     ),
     error_probe(
@@ -585,8 +595,8 @@ def negative_traced_learning_rate_is_a_zero_step():
 
 
 def negative_learning_rate_set_after_construction():
-    """set_hyperparam on a transform, or on an injected state under jit (no eager re-validation): zero steps."""
-    assert _all_zero(_step(gf.set_hyperparam(gf.adam(LR), "learning_rate", -LR), G)[0])
+    """set_hyperparam on an injected state (no factory to re-check it), stepped under jit: a zero step. (On a
+    transform set_hyperparam re-checks the value: tests/test_bad_inputs_hyperparams.py.)"""
     injected = gf.inject_hyperparams(gf.sgd)(learning_rate=LR)
     state = gf.set_hyperparam(injected.init(P), "learning_rate", -0.5)
     assert _all_zero(jax.jit(lambda g, s: injected.update(g, s, P))(G, state)[0])
@@ -777,7 +787,19 @@ def test_bad_input_has_documented_safe_behaviour(probe):
 
 
 def test_probe_count():
-    """The issue asks for at least 40 distinct probes."""
-    assert len(ERRORS) + len(SAFE) >= 40
-    ids = [p.id for p in ERRORS + SAFE]
-    assert len(set(ids)) == len(ids)
+    """The battery (this module and tests/test_bad_inputs_*.py) has at least 150 distinct probes across the library."""
+    import test_bad_inputs_checkpoint
+    import test_bad_inputs_experiments
+    import test_bad_inputs_hyperparams
+    import test_bad_inputs_updates
+
+    modules = [
+        test_bad_inputs_checkpoint,
+        test_bad_inputs_experiments,
+        test_bad_inputs_hyperparams,
+        test_bad_inputs_updates,
+    ]
+    probes = ERRORS + SAFE + [p for module in modules for p in module.ERRORS + module.SAFE]
+    ids = [p.id for p in probes]
+    assert len(set(ids)) == len(ids), sorted(i for i in set(ids) if ids.count(i) > 1)
+    assert len(ids) >= 150, len(ids)

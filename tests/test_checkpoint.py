@@ -5,13 +5,19 @@ process and trains 50 more; the two runs agree bit for bit (a chain with a sched
 moments and int32 counters, see checkpoint_resume_worker.py). The rest check the structure of what is
 restored (NamedTuples, dtypes, shardings), keeping the last k steps, states of every kind (optax's, plain
 containers, arrays without elements), and that restoring into a template of another structure, shape or
-dtype fails with an error naming the key path, before orbax is asked to read anything.
+dtype fails with an error naming the key path, before orbax is asked to read anything. The last section
+checks the reliability guarantees: data that does not match its checksum and unreadable files are
+refused naming the leaf, colliding key paths are refused at save, another optimizer with the same state
+layout is refused while new hyperparameters are not, leftovers of interrupted saves are ignored and
+cleaned, and a failed save lets the process exit at once (tests/test_checkpoint_crash.py kills saves).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -195,18 +201,20 @@ def test_save_never_replaces_what_it_was_not_told_to(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "kwargs, error, message",
     [
-        ({"step": -1}, "step must be an integer >= 0"),
-        ({"step": True}, "step must be an integer >= 0"),
-        ({"step": 1.0}, "step must be an integer >= 0"),
-        ({"step": 1, "max_to_keep": 0}, "max_to_keep must be None or an integer >= 1"),
-        ({"max_to_keep": 2}, "pass step= as well"),
+        ({"step": -1}, ValueError, "save: step must be an integer >= 0, got -1"),
+        ({"step": True}, TypeError, "save: step must be an integer >= 0, got True"),
+        ({"step": 1.0}, TypeError, "save: step must be an integer >= 0, got 1.0"),
+        ({"step": 1, "max_to_keep": 0}, ValueError, "save: max_to_keep must be an integer >= 1, got 0"),
+        ({"max_to_keep": 2}, ValueError, "pass step= as well"),
+        ({"overwrite": "no"}, TypeError, "save: overwrite must be True or False, got 'no'"),
     ],
 )
-def test_save_checks_its_arguments(tmp_path, kwargs, message):
-    with pytest.raises(ValueError, match=message):
+def test_save_checks_its_arguments(tmp_path, kwargs, error, message):
+    with pytest.raises(error, match=re.escape(message)):
         checkpoint.save(tmp_path / "ckpt", {"w": jnp.ones(1)}, (), **kwargs)
+    assert not (tmp_path / "ckpt").exists()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -394,3 +402,230 @@ def test_arrays_without_elements(tmp_path, no_orbax_restore):
     with pytest.raises(checkpoint.CheckpointMismatchError) as info:
         checkpoint.restore(tmp_path / "ckpt", no_empty, OPTIMIZERS["adam"](0.1).init(no_empty))
     assert "opt_state[0].mu['empty'] is in the checkpoint, not in the template" in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Never lost, never silently wrong
+# --------------------------------------------------------------------------------------------------
+
+
+def _swap_data(ours: Path, theirs: Path) -> None:
+    """Give the checkpoint ``ours`` the data files of ``theirs`` (same tree), keeping its own metadata and checksums."""
+    for entry in theirs.iterdir():
+        if entry.name not in ("_METADATA", "_CHECKPOINT_METADATA") and entry.is_dir():
+            shutil.rmtree(ours / entry.name)
+            shutil.copytree(entry, ours / entry.name)
+        elif entry.name == "manifest.ocdbt":
+            shutil.copy(entry, ours / entry.name)
+
+
+@pytest.mark.parametrize("with_steps", [False, True])
+def test_data_that_does_not_match_its_checksum_is_refused_naming_the_leaf(tmp_path, with_steps):
+    params = {"w": jnp.arange(4.0), "b": jnp.ones(2)}
+    state = gradflow.adam(0.1).init(params)
+    other = {"w": params["w"], "b": jnp.full(2, 7.0)}  # another checkpoint of the same tree: only b differs
+    kwargs = {"step": 1} if with_steps else {}
+    checkpoint.save(tmp_path / "ours", params, state, **kwargs)
+    checkpoint.save(tmp_path / "theirs", other, state, **kwargs)
+    inner = Path("1", "default") if with_steps else Path()
+    _swap_data(tmp_path / "ours" / inner, tmp_path / "theirs" / inner)
+    with ocp.StandardCheckpointer() as plain:  # what orbax alone reads: b of the other checkpoint, silently
+        stored = plain.restore(tmp_path / "ours" / inner, {"params": params, "opt_state": state})
+    assert float(stored["params"]["b"][0]) == 7.0
+    location = f"step 1 of {tmp_path / 'ours'}" if with_steps else str(tmp_path / "ours")
+    message = (
+        f"the checkpoint at {location} is damaged: the data of params['b'] does not match the checksum saved with "
+        "it. Restore another step or another copy of it."
+    )
+    with pytest.raises(checkpoint.CheckpointCorruptError, match=re.escape(message)):
+        checkpoint.restore(tmp_path / "ours", params, state)
+    assert issubclass(checkpoint.CheckpointCorruptError, ValueError)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax's closed event loop
+def test_a_truncated_or_missing_file_is_a_short_error_naming_the_checkpoint(tmp_path):
+    params = {"w": jnp.arange(100.0)}
+    checkpoint.save(tmp_path / "ckpt", params, ())
+    data_files = [p for p in (tmp_path / "ckpt").rglob("*") if p.parent.name == "d" and p.is_file()]
+    for path in data_files:
+        os.truncate(path, path.stat().st_size // 2)
+    with pytest.raises(checkpoint.CheckpointCorruptError) as info:
+        checkpoint.restore(tmp_path / "ckpt", params, ())
+    message = str(info.value)
+    assert message.startswith(f"could not read the checkpoint at {tmp_path / 'ckpt'} (reading params['w']): ")
+    assert "a file of it is missing, truncated or damaged" in message and "tensorstore_spec" not in message
+    assert len(message) < 500 and message.endswith("Restore another step or another copy of it.")
+    (tmp_path / "ckpt" / "manifest.ocdbt").unlink()
+    with pytest.raises(checkpoint.CheckpointCorruptError, match=r"could not read the checkpoint at .*ckpt"):
+        checkpoint.restore(tmp_path / "ckpt", params, ())
+
+
+def test_colliding_key_paths_are_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError) as info:
+        checkpoint.save(tmp_path / "ckpt", {"a.b": jnp.ones(1), "a": {"b": jnp.zeros(1)}}, ())
+    assert str(info.value) == (
+        "save: params['a']['b'] and params['a.b'] would be stored under the same name 'params.a.b' (orbax joins "
+        "the keys of a path with '.'), and one would be lost; rename one of the keys"
+    )
+    state = ({"mu.w": jnp.ones(1), "mu": {"w": jnp.ones(1)}},)
+    with pytest.raises(ValueError, match=re.escape("opt_state[0]['mu']['w'] and opt_state[0]['mu.w']")):
+        checkpoint.save(tmp_path / "ckpt", {}, state, step=1)
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_another_optimizer_with_the_same_state_layout_is_refused(tmp_path, no_orbax_restore):
+    params = {"w": jnp.arange(3.0)}
+    adam = gradflow.adam(1e-3)
+    checkpoint.save(tmp_path / "ckpt", params, adam.init(params), optimizer=adam)
+    yogi = gradflow.yogi(1e-3)
+    assert jax.tree.structure(yogi.init(params)) == jax.tree.structure(adam.init(params))  # as in optax
+    with pytest.raises(checkpoint.CheckpointMismatchError) as info:
+        checkpoint.restore(tmp_path / "ckpt", params, optimizer=yogi)
+    assert (
+        "  the checkpoint was saved by another optimizer: at optimizer.transforms[0].inner.second.transforms[1], "
+        "EWMA('average', False, None) in the checkpoint, YogiMoment in the optimizer given"
+    ) in str(info.value).splitlines()
+    # AdaBelief's state has Adam's fields: its type tells them apart, with or without optimizer=.
+    belief = gradflow.adabelief(1e-3)
+    with pytest.raises(checkpoint.CheckpointMismatchError) as info:
+        checkpoint.restore(tmp_path / "ckpt", params, belief.init(params))
+    assert (
+        "  opt_state[0] is a ScaleByAdamState in the checkpoint, a ScaleByBeliefState in the template: was the "
+        "checkpoint saved with another optimizer?"
+    ) in str(info.value).splitlines()
+
+
+def test_hyperparameters_may_change_between_save_and_restore(tmp_path):
+    params = {"w": jnp.arange(3.0)}
+    tx = gradflow.adam(1e-3)
+    state = tx.update(params, tx.init(params), params)[1]
+    checkpoint.save(tmp_path / "ckpt", params, state, optimizer=tx)
+    restored = checkpoint.restore(tmp_path / "ckpt", params, optimizer=gradflow.adam(0.5, b1=0.8, eps=1e-6))
+    assert_bitwise_equal(restored, (params, state))
+    # optax's transforms have no structure of their own: only their state is compared (optax's layout).
+    _, optax_state = checkpoint.restore(tmp_path / "ckpt", params, optimizer=optax.adam(0.1))
+    assert isinstance(optax_state[0], optax.ScaleByAdamState)
+    assert_bitwise_equal(jax.tree.leaves(optax_state), jax.tree.leaves(state))
+
+
+def test_leftovers_of_an_interrupted_save_are_ignored_then_cleaned(tmp_path):
+    params = {"w": jnp.arange(3.0)}
+    root = tmp_path / "run"
+    checkpoint.save(root, params, (), step=5)
+    for leftover in (".6.gradflow-staging", ".6.gradflow-staging.orbax-checkpoint-tmp", ".4.gradflow-trash"):
+        (root / leftover).mkdir()
+    (root / "notes").mkdir()  # not gradflow's: kept
+    assert checkpoint.latest_step(root) == 5
+    with ocp.CheckpointManager(root) as manager:
+        assert manager.all_steps() == [5]
+    checkpoint.save(root, params, (), step=6)
+    assert sorted(os.listdir(root)) == ["5", "6", "notes"]
+
+
+SAVES_THAT_FAIL = """
+import sys
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+from gradflow import checkpoint
+
+async def disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+a_file, a_directory = sys.argv[1:]
+for directory in (a_file, a_directory):
+    if directory == a_directory:  # orbax itself fails, in the middle of writing
+        ocp.type_handlers.ArrayHandler.serialize = disk_full
+    for kwargs in ({}, {"step": 3}):
+        try:
+            checkpoint.save(directory, {"w": jnp.ones(2)}, (), **kwargs)
+        except OSError as error:
+            print(type(error).__name__, flush=True)
+        else:
+            raise SystemExit("the save did not fail")
+"""
+
+
+def test_a_failed_save_lets_the_interpreter_exit_at_once(tmp_path):
+    """Into a path that is a file (refused before orbax is called), or when orbax's writing fails: the
+    process ends at once (it used to wait five minutes for a background thread)."""
+    (tmp_path / "a file").write_text("not a directory")
+    directory = tmp_path / "ckpt"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", SAVES_THAT_FAIL, str(tmp_path / "a file"), str(directory)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process did not exit within 60 s of its failed saves")
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert child.stdout.split() == ["NotADirectoryError"] * 2 + ["OSError"] * 2
+    # No checkpoint and no step is left, only hidden staging that the next save deletes.
+    assert all(name.startswith(".") for name in os.listdir(directory))
+    assert checkpoint.latest_step(directory) is None
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        checkpoint.restore(directory, {"w": jnp.ones(2)}, ())
+    checkpoint.save(directory, {"w": jnp.ones(2)}, (), step=3)
+    assert os.listdir(directory) == ["3"]
+
+
+TWO_PROCESSES = """
+import os, sys
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from gradflow import checkpoint
+
+mesh = Mesh(np.array(jax.devices()), ("x",))
+def placed(value, spec):
+    return jax.make_array_from_callback(value.shape, NamedSharding(mesh, spec), lambda index: value[index])
+single, root = sys.argv[3:]
+for step in range(3):  # overwrites, and steps with a rotation: renames and deletions on process 0 only
+    params = {"w": placed(np.arange(8.0).reshape(4, 2) + step, PartitionSpec("x")),
+              "r": placed(np.full(3, float(step)), PartitionSpec())}
+    checkpoint.save(single, params, (), overwrite=True)
+    checkpoint.save(root, params, (), step=step, max_to_keep=2)
+like = jax.eval_shape(lambda: params)
+for place in (single, root):
+    restored, _ = checkpoint.restore(place, like, ())
+    assert restored["w"].sharding == params["w"].sharding
+    for name in ("w", "r"):
+        for shard, expected in zip(restored[name].addressable_shards, params[name].addressable_shards):
+            np.testing.assert_array_equal(shard.data, expected.data)
+print("restored", checkpoint.latest_step(root), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_save_and_restore_sharded_and_replicated_arrays(tmp_path):
+    """Every process calls save and restore; process 0 alone renames and deletes, the others wait for it.
+    The replicated array carries a checksum, the one sharded across the processes does not."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    single, root = tmp_path / "ckpt", tmp_path / "run"
+    command = [sys.executable, "-c", TWO_PROCESSES, f"127.0.0.1:{port}"]
+    children = [
+        subprocess.Popen([*command, str(i), str(single), str(root)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]  # fmt: skip
+    try:
+        outputs = [child.communicate(timeout=180) for child in children]
+    finally:
+        for child in children:
+            child.kill()
+    for child, (out, err) in zip(children, outputs):
+        assert child.returncode == 0 and out.split()[-2:] == ["restored", "2"], err[-3000:]  # after gloo's lines
+    assert sorted(os.listdir(tmp_path)) == ["ckpt", "run"] and sorted(os.listdir(root)) == ["1", "2"]
+    with ocp.StandardCheckpointer() as plain:
+        custom = plain.metadata(single).item_metadata.custom_metadata
+    assert [keys for keys, _ in custom["gradflow.checksums"]] == [["params", "r"]]
+    template = {"w": np.zeros((4, 2), np.float32), "r": np.zeros(3, np.float32)}
+    restored, _ = checkpoint.restore(single, template, ())  # in one process
+    np.testing.assert_array_equal(restored["w"], np.arange(8.0).reshape(4, 2) + 2)
+    np.testing.assert_array_equal(restored["r"], np.full(3, 2.0))

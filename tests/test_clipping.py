@@ -437,3 +437,22 @@ def test_adaptive_grad_clip_mismatched_params():
         gf.TreeMismatchError, match=r"updates\['w'\] has shape \(2,\) but params\['w'\] has shape \(3,\)"
     ):
         adaptive_grad_clip(0.1).update({"w": jnp.ones(2)}, None, {"w": jnp.ones(3)})
+
+
+def test_block_rms_of_a_nan_leaf_is_nan_not_unclipped():
+    """A NaN entry makes its leaf's RMS NaN, which reaches the whole leaf (apply_if_finite is the guard); before,
+    the safe square root turned NaN into 0 and the leaf's finite entries escaped the clip (1000 stayed 1000)."""
+    out, _ = clip_by_block_rms(1.0).update({"w": jnp.array([jnp.nan, 1000.0]), "b": jnp.array([3.0, 4.0])}, None)
+    assert np.isnan(np.asarray(out["w"])).all()
+    np.testing.assert_allclose(out["b"], np.array([3.0, 4.0]) / np.sqrt(12.5), rtol=1e-6)
+
+
+def test_zero_gradient_has_zero_update_and_finite_derivative():
+    """clip_by_block_rms and adaptive_grad_clip at a zero gradient and zero parameters (eps = 0): zero updates,
+    and the derivative of their sum with respect to the gradient is finite (1: nothing is clipped)."""
+    zeros = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)}
+    for tx in (clip_by_block_rms(1.0), adaptive_grad_clip(0.1, eps=0.0)):
+        total = lambda g, tx=tx: sum(jnp.sum(x) for x in jax.tree.leaves(tx.update(g, None, zeros)[0]))
+        derivative = jax.grad(total)(zeros)
+        assert float(total(zeros)) == 0.0
+        assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(derivative)), tx

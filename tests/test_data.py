@@ -87,13 +87,15 @@ def test_curriculum_order_for_the_first_epochs_then_shuffles():
 
 
 def test_bad_datasets_are_named():
-    with pytest.raises(ValueError, match=r"data: every leaf needs the same leading example axis.*\['y'\]: 3"):
+    with pytest.raises(
+        ValueError, match=r"Batches: every leaf of data needs the same leading example axis.*\['y'\]: 3"
+    ):
         Batches({"x": jnp.zeros(4), "y": jnp.zeros(3)})
-    with pytest.raises(ValueError, match="data: needs at least one array"):
+    with pytest.raises(ValueError, match="Batches: data needs at least one array"):
         Batches({})
-    with pytest.raises(ValueError, match=r"batch_size: needs 1 <= batch_size <= 4 examples, got 5"):
+    with pytest.raises(ValueError, match=r"Batches: batch_size must be an integer >= 1 and <= 4, got 5"):
         Batches({"x": jnp.zeros(4)}, batch_size=5)
-    with pytest.raises(ValueError, match=r"order: needs a permutation of range\(4\)"):
+    with pytest.raises(ValueError, match=r"Batches: order must be a permutation of range\(4\) .*got shape \(3,\)"):
         Batches({"x": jnp.zeros(4)}, order=jnp.arange(3))
 
 

@@ -228,7 +228,14 @@ def test_none_leaves_pass_through():
         (lambda: add_noise(0.1, 0.55, key=1.5), TypeError, r"add_noise: key must be"),
         (lambda: add_noise(0.1, 0.55, key=True), TypeError, r"add_noise: key must be"),
         (lambda: add_noise(0.1, 0.55, key=jax.random.split(jax.random.key(0), 2)), ValueError, r"single PRNG key"),
-        (lambda: add_noise(0.1, 0.55, key=jnp.zeros((2, 2), jnp.int32)), ValueError, r"integer seed"),
+        (
+            lambda: add_noise(0.1, 0.55, key=jnp.zeros((2, 2), jnp.int32)),
+            TypeError,
+            r"add_noise: key must be a PRNG key \(jax\.random\.key\(seed\) or jax\.random\.PRNGKey\(seed\)\), "
+            r"got Array",
+        ),
+        (lambda: add_noise(0.1, 0.55, key=jnp.ones(3, jnp.uint32)), TypeError, r"add_noise: key must be a PRNG key"),
+        (lambda: add_noise(0.1, 0.55, seed=2.0), TypeError, r"add_noise: seed must be a PRNG key"),
     ],
 )
 def test_bad_arguments_are_rejected(make, error, match):

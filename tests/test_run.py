@@ -128,7 +128,7 @@ def test_optimizer_grid_is_the_product_of_its_axes_in_order():
 def test_optimizer_grid_rejects_bad_axes():
     with pytest.raises(ValueError, match="optimizer_grid: give at least one"):
         optimizer_grid(gf.adam)
-    with pytest.raises(ValueError, match="learning_rate: needs a non-empty 1-D array"):
+    with pytest.raises(ValueError, match="optimizer_grid: learning_rate must be a non-empty 1-D array of real numbers"):
         optimizer_grid(gf.adam, learning_rate=[[0.1]])
     with pytest.raises(TypeError, match="factory"):
         optimizer_grid("adam", learning_rate=[0.1])
@@ -199,11 +199,22 @@ def test_steps_to_tolerance_needs_the_loss_to_stay_below():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"steps": 0}, ValueError, "steps: needs a whole number >= 1"),
-        ({"steps": 2.5}, ValueError, "steps: needs a whole number"),
-        ({"steps": 10, "every": 3}, ValueError, r"every: steps \(10\) must be a multiple of every \(3\)"),
-        ({"steps": 10, "record": ("loss", "hessian")}, ValueError, r"record: unknown \['hessian'\]"),
-        ({"steps": 10, "early_stopping": lambda p: 0.0}, TypeError, "early_stopping: needs an EarlyStopping"),
+        ({"steps": 0}, ValueError, r"run: steps must be an integer >= 1 and <= 2147483647, got 0"),
+        ({"steps": 2.5}, TypeError, r"run: steps must be an integer >= 1 and <= 2147483647, got 2.5"),
+        ({"steps": 2**31}, ValueError, r"run: steps must be an integer >= 1 and <= 2147483647, got 2147483648"),
+        ({"steps": 10, "every": 20}, ValueError, r"run: every must be an integer >= 1 and <= 10, got 20"),
+        ({"steps": 10, "every": 3}, ValueError, r"run: steps \(10\) must be a multiple of every \(3\)"),
+        (
+            {"steps": 10, "record": ("loss", "hessian")},
+            ValueError,
+            r"run: record must be one of 'loss', 'grad_norm', 'params', 'full_loss', got 'hessian'",
+        ),
+        (
+            {"steps": 10, "early_stopping": lambda p: 0.0},
+            TypeError,
+            "run: early_stopping must be an EarlyStopping, got function",
+        ),
+        ({"steps": 10, "progress": "yes"}, TypeError, "run: progress must be True or False, got 'yes'"),
     ],
 )
 def test_bad_arguments_name_themselves(kwargs, error, match):
@@ -212,17 +223,25 @@ def test_bad_arguments_name_themselves(kwargs, error, match):
 
 
 def test_bad_loss_params_and_optimizer_are_named():
-    with pytest.raises(ValueError, match="loss_fn: needs to return a scalar"):
+    with pytest.raises(
+        ValueError, match=r"run: loss_fn must return a real floating-point scalar \(shape \(\)\), got shape \(2,\)"
+    ):
         run(lambda p: p**2, jnp.array([2.0, 1.0]), gf.sgd(0.1), steps=2)
+    with pytest.raises(TypeError, match=r"run: loss_fn must return a real floating-point scalar .*got dtype int32"):
+        run(lambda p: jnp.sum(p).astype(jnp.int32), jnp.array([2.0, 1.0]), gf.sgd(0.1), steps=2)
+    with pytest.raises(
+        TypeError, match=r"run: loss_fn is called as loss_fn\(params\), but missing a required argument: 'batch'"
+    ):
+        run(lambda p, batch: jnp.sum(p), jnp.array([2.0, 1.0]), gf.sgd(0.1), steps=2)
     with pytest.raises(TypeError, match="loss_fn"):
         run("quadratic", jnp.array([2.0, 1.0]), gf.sgd(0.1), steps=2)
-    with pytest.raises(TypeError, match="tx: needs a gradient transformation"):
+    with pytest.raises(TypeError, match="run: tx must be a gradient transformation with init and update, got float"):
         run(quadratic, jnp.array([2.0, 1.0]), 0.1, steps=2)
     with pytest.raises(TypeError, match="params"):
         run(lambda p: jnp.sum(p), jnp.array([2, 1]), gf.sgd(0.1), steps=2)
-    with pytest.raises(ValueError, match="patience: needs a whole number >= 1"):
+    with pytest.raises(ValueError, match="EarlyStopping: patience must be an integer >= 1 and <= 2147483647, got 0"):
         EarlyStopping(quadratic, patience=0)
-    with pytest.raises(ValueError, match="txs: every hyperparameter leaf needs the same leading batch axis"):
+    with pytest.raises(ValueError, match="sweep: every hyperparameter leaf of txs needs the same leading batch axis"):
         sweep(quadratic, jnp.array([2.0, 1.0]), gf.sgd(0.1), steps=2)
-    with pytest.raises(TypeError, match="txs: sweep needs a gradflow transform"):
+    with pytest.raises(TypeError, match="sweep: txs must be a gradflow transform"):
         sweep(quadratic, jnp.array([2.0, 1.0]), optax.sgd(0.1), steps=2)

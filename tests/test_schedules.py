@@ -525,7 +525,10 @@ BAD_ARGUMENTS = [
     (lambda: schedules.piecewise_constant_schedule(1.0, {10: -0.1}), r"boundaries_and_scales\[10\] must be in \[0"),
     (lambda: schedules.piecewise_constant_schedule(1.0, {-3: 0.1}), r"boundaries_and_scales key -3 must be in \[0"),
     (lambda: schedules.piecewise_constant_schedule(1.0, [(10, 0.1)]), "boundaries_and_scales must be a dict"),
-    (lambda: schedules.piecewise_interpolate_schedule("cubic", 1.0), "interpolate_type must be 'linear' or 'cosine'"),
+    (
+        lambda: schedules.piecewise_interpolate_schedule("cubic", 1.0),
+        "interpolate_type must be one of 'linear', 'cosine'",
+    ),
     (lambda: schedules.linear_onecycle_schedule(0, 1.0), "transition_steps must be a positive integer"),
     (lambda: schedules.linear_onecycle_schedule(10.5, 1.0), "transition_steps must be an integer"),
     (lambda: schedules.linear_onecycle_schedule(100, 1.0, pct_start=1.5), r"pct_start must be in \[0.0, 1.0\]"),

@@ -53,11 +53,14 @@ def test_non_numeric_learning_rate(bad):
         (lambda: gf.adagrad(0.1, initial_accumulator_value=-1.0), r"initial_accumulator_value must be in"),
         (lambda: gf.lion(0.1, weight_decay=-1.0), r"weight_decay must be in \[0.0, inf\)"),
         (lambda: gf.signum(0.1, beta=1.0), r"signum: beta must be in \[0.0, 1.0\)"),
-        (lambda: gf.ewma(0.9, kind="sum"), r"kind must be 'average' or 'momentum'"),
+        (lambda: gf.ewma(0.9, kind="sum"), r"kind must be one of 'average', 'momentum'"),
         (lambda: gf.clip(-1.0), r"clip: max_delta must be in \[0.0, inf\)"),
         (lambda: gf.clip_by_global_norm(math.nan), r"max_norm must be in"),
-        (lambda: gf.debias(0.9, step_offset=-1), r"step_offset must be >= 0"),
-        (lambda: gf.add_decayed_weights(0.1, mask={"w": 1.5}), r"mask leaves must be Python booleans"),
+        (lambda: gf.debias(0.9, step_offset=-1), r"step_offset must be an integer >= 0"),
+        (
+            lambda: gf.add_decayed_weights(0.1, mask={"w": 1.5}),
+            r"add_decayed_weights: mask leaves must be Python booleans",
+        ),
     ],
 )
 def test_bad_hyperparameters(build, message):

@@ -127,7 +127,7 @@ def test_multi_steps_errors():
     with pytest.raises(TypeError, match=r"multi_steps: every_k_schedule must be an integer >= 1, got '2'"):
         wrappers.multi_steps(gf.sgd(0.1), "2")  # a function of the gradient step is accepted (as in optax)
     assert wrappers.multi_steps(gf.sgd(0.1), np.int64(2)).every_k_schedule == 2
-    with pytest.raises(ValueError, match=r"multi_steps: reduction must be 'mean' or 'sum', got 'max'"):
+    with pytest.raises(ValueError, match=r"multi_steps: reduction must be one of 'mean', 'sum', got 'max'"):
         wrappers.multi_steps(gf.sgd(0.1), 2, reduction="max")
     with pytest.raises(TypeError, match=r"multi_steps: inner must be a transform with init and update"):
         wrappers.multi_steps("adam", 2)
@@ -220,7 +220,7 @@ def test_multi_steps_class_errors():
         gf.MultiSteps(gf.sgd(0.1), 0)
     with pytest.raises(TypeError, match=r"MultiSteps: opt must be a transform with init and update"):
         gf.MultiSteps("adam", 2)
-    with pytest.raises(TypeError, match=r"MultiSteps: use_grad_mean must be a bool"):
+    with pytest.raises(TypeError, match=r"MultiSteps: use_grad_mean must be True or False"):
         gf.MultiSteps(gf.sgd(0.1), 2, use_grad_mean="mean")
     with pytest.raises(TypeError, match=r"MultiSteps: should_skip_update_fn must be None or a function"):
         gf.MultiSteps(gf.sgd(0.1), 2, should_skip_update_fn=True)

@@ -173,7 +173,7 @@ def test_apply_if_finite_errors():
             wrappers.apply_if_finite(gf.sgd(0.1), bad)
     with pytest.raises(ValueError, match=r"apply_if_finite: max_consecutive_errors must be an integer >= 0, got -1"):
         wrappers.apply_if_finite(gf.sgd(0.1), -1)
-    with pytest.raises(ValueError, match=r"apply_if_finite: after_limit must be 'skip' or 'apply', got 'raise'"):
+    with pytest.raises(ValueError, match=r"apply_if_finite: after_limit must be one of 'skip', 'apply', got 'raise'"):
         wrappers.apply_if_finite(gf.sgd(0.1), 3, after_limit="raise")
     with pytest.raises(TypeError, match=r"apply_if_finite: inner must be a transform with init and update"):
         wrappers.apply_if_finite(0.1, 3)

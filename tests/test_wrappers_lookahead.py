@@ -109,7 +109,7 @@ def test_lookahead_errors():
         wrappers.lookahead(gf.sgd(0.1), 2, 1.5)
     with pytest.raises(TypeError, match=r"lookahead: fast_optimizer must be a transform"):
         wrappers.lookahead(None, 2, 0.5)
-    with pytest.raises(TypeError, match=r"lookahead: reset_state must be a bool"):
+    with pytest.raises(TypeError, match=r"lookahead: reset_state must be True or False"):
         wrappers.lookahead(gf.sgd(0.1), 2, 0.5, reset_state="yes")
     with pytest.raises(TypeError, match=r"slow_step_size"):
         wrappers.lookahead(gf.sgd(0.1), 2)  # no defaults, as in optax

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradflow.validation import check_callable
+
 __all__ = ["OptimizerGrid", "optimizer_grid"]
 
 
@@ -43,26 +45,58 @@ def optimizer_grid(factory: Callable[..., Any], **axes: Any) -> OptimizerGrid:
     """Every combination of the given hyperparameter values, built by ``factory`` under ``jax.vmap``.
 
     Options that are not numbers (flags, dtypes) go into ``factory`` first, e.g. with
-    ``functools.partial``.
+    ``functools.partial``. Under ``jax.vmap`` the factory's own checks see tracers and let every value
+    pass, so each configuration is first built once from Python numbers: a value the factory refuses
+    is an error that names the grid point and carries the factory's message (which names the argument),
+    e.g. ``optimizer_grid(gf.adam, learning_rate=[0.1], b1=[0.9, 1.5])`` raises ``ValueError:
+    optimizer_grid: adam refuses the grid point learning_rate=0.1, b1=1.5: ... b1 must be in [0.0, 1.0),
+    got 1.5``.
 
     >>> import gradflow as gf
     >>> grid = optimizer_grid(gf.adam, learning_rate=jnp.logspace(-3, -1, 4), b1=jnp.array([0.8, 0.9, 0.99]))
     >>> grid.shape, gf.get_hyperparam(grid.txs, "learning_rate").shape, round(float(grid.values["b1"][1]), 6)
     ((4, 3), (12,), 0.9)
     """
-    if not callable(factory):
-        raise TypeError(f"factory: needs a function that builds an optimizer, got {type(factory).__name__}")
+    check_callable("optimizer_grid", "factory", factory)
     if not axes:
         raise ValueError(
             "optimizer_grid: give at least one hyperparameter axis, e.g. learning_rate=jnp.logspace(-3, 0, 16)"
         )
-    arrays = {}
-    for name, values in axes.items():
-        array = np.asarray(values)
-        if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.number):
-            raise ValueError(f"{name}: needs a non-empty 1-D array of numbers, got {values!r}")
-        arrays[name] = array
+    arrays = {name: _axis(name, values) for name, values in axes.items()}
     mesh = np.meshgrid(*arrays.values(), indexing="ij")
     values = {name: grid.reshape(-1) for name, grid in zip(arrays, mesh)}
-    txs = jax.vmap(lambda kwargs: factory(**kwargs))({name: jnp.asarray(v) for name, v in values.items()})
+    _check_grid_points(factory, values)
+    try:
+        txs = jax.vmap(lambda kwargs: factory(**kwargs))({name: jnp.asarray(v) for name, v in values.items()})
+    except jax.errors.ConcretizationTypeError as error:
+        raise TypeError(
+            f"optimizer_grid: factory branches in Python on one of {', '.join(values)}, so it cannot be "
+            "built under jax.vmap; fix that argument with functools.partial instead of an axis"
+        ) from error
     return OptimizerGrid(txs=txs, axes=arrays, values=values, shape=tuple(len(a) for a in arrays.values()))
+
+
+def _axis(name: str, values: Any) -> np.ndarray:
+    """One axis of the grid: a non-empty 1-D array of real numbers."""
+    try:
+        array = np.asarray(values)
+    except Exception:
+        array = np.asarray(None)
+    if array.ndim != 1 or array.size == 0 or not (np.issubdtype(array.dtype, np.integer)
+                                                 or np.issubdtype(array.dtype, np.floating)):  # fmt: skip
+        raise ValueError(f"optimizer_grid: {name} must be a non-empty 1-D array of real numbers, got {values!r}")
+    return array
+
+
+def _check_grid_points(factory: Callable[..., Any], values: dict[str, np.ndarray]) -> None:
+    """Build the optimizer of every grid point from Python numbers, so that the factory's checks run."""
+    label = getattr(factory, "__name__", None) or getattr(getattr(factory, "func", None), "__name__", "factory")
+    for i in range(len(next(iter(values.values())))):
+        point = {name: column[i].item() for name, column in values.items()}
+        try:
+            factory(**point)
+        except (TypeError, ValueError) as error:
+            where = ", ".join(f"{name}={value!r}" for name, value in point.items())
+            refusal = type(error)(f"optimizer_grid: {label} refuses the grid point {where}: {error}")
+            refusal.grid_point = point  # type: ignore[union-attr]  # for callers that name it their own way (--param)
+            raise refusal from error

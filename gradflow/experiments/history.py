@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gradflow.core import pytree_dataclass
+from gradflow.validation import check_nonnegative, check_number
 
 __all__ = ["History", "steps_to_tolerance"]
 
@@ -58,14 +60,36 @@ class History:
     stopped_at: jax.Array
 
     def __getitem__(self, index) -> History:
-        """One run (or a sub-batch) of a batched history from :func:`~gradflow.experiments.sweep`."""
+        """One run (or a sub-batch) of a batched history from :func:`~gradflow.experiments.sweep`.
+
+        An integer index outside the batch is an ``IndexError`` (JAX arrays would clamp it silently).
+        """
+        loss = np.shape(self.loss)
+        if len(loss) < 2:
+            raise IndexError("History: only a batched history (from sweep) can be indexed; this one holds one run")
+        if isinstance(index, (int, np.integer)) and not -loss[0] <= index < loss[0]:
+            raise IndexError(f"History: index {index} is outside the batch of {loss[0]} runs")
         return jax.tree.map(lambda leaf: leaf[index], self)
+
+    @property
+    def diverged(self) -> Any:
+        """Whether the run diverged: a recorded or final loss is NaN or infinite (one bool per run of a sweep).
+
+        Out-of-range hyperparameters that are only known inside ``jit`` make a transform's updates NaN, so
+        such a run is reported here too; pick the best run among those that did not diverge.
+
+        >>> import jax.numpy as jnp, gradflow as gf
+        >>> from gradflow.experiments import sweep
+        >>> sweep(lambda w: jnp.sum(w**2), jnp.ones(2), jax.vmap(gf.sgd)(jnp.array([0.1, 1.5])), steps=200).diverged
+        Array([False,  True], dtype=bool)
+        """
+        return ~(jnp.isfinite(self.final_loss) & jnp.isfinite(self.loss).all(axis=-1))
 
     @property
     def trajectory(self) -> Any:
         """The recorded parameters followed by the final parameters (needs ``record`` with "params")."""
         if self.params is None:
-            raise ValueError('the run did not record "params": pass record=("loss", "params")')
+            raise ValueError('History.trajectory: the run did not record "params": pass record=("loss", "params")')
         return jax.tree.map(lambda path, last: np.concatenate([path, np.asarray(last)[None]]),
                             self.params, self.final_params)  # fmt: skip
 
@@ -81,7 +105,11 @@ def steps_to_tolerance(loss: Any, minimum_value: float, tolerance: float, steps:
     >>> steps_to_tolerance([1.0, 1e-7, 1e-3, 1e-7, 1e-8], 0.0, 1e-6)
     3
     """
+    check_number("steps_to_tolerance", "minimum_value", minimum_value)
+    check_nonnegative("steps_to_tolerance", "tolerance", tolerance)
     loss = np.asarray(loss, np.float64)
+    if loss.ndim == 0 or loss.shape[-1] == 0:
+        raise ValueError(f"steps_to_tolerance: loss must hold at least one record per run, got shape {loss.shape}")
     steps = np.arange(loss.shape[-1]) if steps is None else np.asarray(steps).reshape(-1)[-loss.shape[-1] :]
     above = ~(np.where(np.isfinite(loss), loss - minimum_value, np.inf) < tolerance)
     flat = above.reshape(-1, above.shape[-1])

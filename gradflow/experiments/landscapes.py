@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradflow.validation import check_callable, check_integer
+
 __all__ = [
     "LANDSCAPES",
     "Landscape",
@@ -70,6 +72,8 @@ class Landscape:
     local_minima: tuple[Point, ...] = ()
 
     def __post_init__(self):
+        check_callable(f"Landscape {self.name!r}", "fn", self.fn)
+        check_callable(f"Landscape {self.name!r}", "grad", self.grad)
         if not self.starts:
             raise ValueError(f"Landscape {self.name!r}: starts must hold at least one point")
         if (self.minimum_value is None) != (not self.minima):
@@ -111,6 +115,7 @@ class Landscape:
           >>> Z.shape
           (50, 50)
         """
+        check_integer("Landscape.grid", "n", n, low=2)
         if self.dim not in (1, 2):
             raise ValueError(f"Landscape.grid: only 1-D and 2-D landscapes are gridded, {self.name} has dim {self.dim}")
         axes = [np.linspace(lo, hi, n) for lo, hi in self.window]
@@ -380,5 +385,7 @@ LANDSCAPES: dict[str, Landscape] = {
 
 
 def start_point(landscape: Landscape, dtype=jnp.float32) -> jax.Array:
-    """The landscape's default start point as an array of shape ``(dim,)``."""
+    """The landscape's default start point as an array of shape ``(dim,)`` and floating-point ``dtype``."""
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"start_point: dtype must be a floating-point dtype, got {dtype!r}")
     return jnp.asarray(landscape.start, dtype)

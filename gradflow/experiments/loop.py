@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import numbers
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,12 +24,22 @@ import numpy as np
 
 from gradflow import tree
 from gradflow.core import ForeignTransform, Transform, apply_updates, pytree_dataclass, static_field
-from gradflow.experiments.data import Batches
+from gradflow.experiments.data import Batches, is_given
 from gradflow.experiments.history import History
+from gradflow.gradcheck import check_arity, check_scalar_output
+from gradflow.validation import (
+    check_callable,
+    check_choice,
+    check_flag,
+    check_hyperparameters,
+    check_integer,
+    check_nonnegative,
+)
 
 __all__ = ["EarlyStopping", "run", "sweep"]
 
 RECORDABLE = ("loss", "grad_norm", "params", "full_loss")
+MAX_STEPS = 2**31 - 1  # step numbers are int32 inside the compiled loop
 
 
 @pytree_dataclass
@@ -42,6 +51,9 @@ class EarlyStopping:
     the parameters freeze: later steps leave them and the optimizer state unchanged, and
     :attr:`History.stopped_at` says when. :attr:`History.best_params` holds the parameters of the best
     validation loss. Every run of a :func:`sweep` uses the same ``EarlyStopping``.
+
+    ``patience`` is an integer >= 1 and ``min_delta`` a number >= 0, Python numbers and concrete arrays
+    alike (``patience=jnp.array(0)`` is an error); ``validation_fn`` must return a real floating-point scalar.
 
     >>> import gradflow as gf
     >>> stop = EarlyStopping(lambda w: jnp.sum((w - 1.0) ** 2), patience=2)
@@ -55,14 +67,12 @@ class EarlyStopping:
     min_delta: Any = 0.0
 
     def __post_init__(self):
-        if not callable(self.validation_fn):
-            raise TypeError(
-                f"validation_fn: needs a function of the parameters, got {type(self.validation_fn).__name__}"
-            )
-        if isinstance(self.patience, numbers.Number) and not (self.patience >= 1 and float(self.patience).is_integer()):
-            raise ValueError(f"patience: needs a whole number >= 1 of evaluations, got {self.patience!r}")
-        if isinstance(self.min_delta, numbers.Number) and not self.min_delta >= 0:
-            raise ValueError(f"min_delta: needs a number >= 0, got {self.min_delta!r}")
+        """Python numbers and concrete arrays are checked; tracers (inside ``jit``) are taken as they are."""
+        check_callable("EarlyStopping", "validation_fn", self.validation_fn)
+        if is_given(self.patience):
+            check_integer("EarlyStopping", "patience", self.patience, low=1, high=MAX_STEPS)
+        if is_given(self.min_delta):
+            check_nonnegative("EarlyStopping", "min_delta", self.min_delta)
 
 
 def run(
@@ -78,6 +88,13 @@ def run(
     progress: bool = False,
 ) -> History:
     """Train ``params`` with ``tx`` for ``steps`` steps in one compiled program.
+
+    Everything is checked before anything is traced, with errors that name the argument: the
+    optimizer's concrete hyperparameters against their ranges, ``steps`` (at most 2³¹ − 1, the int32
+    step counter) and ``every``, ``record``, and ``loss_fn``'s signature and output (a real
+    floating-point scalar, checked once with ``jax.eval_shape``). A run whose loss turns NaN or infinite
+    is reported by :attr:`History.diverged`; so is a hyperparameter that is out of range but only known
+    inside ``jit`` (it makes the optimizer's updates NaN).
 
     Args:
       loss_fn: ``loss_fn(params)``, or ``loss_fn(params, batch)`` when ``data`` is given; a scalar.
@@ -102,7 +119,8 @@ def run(
     >>> history.loss.shape, round(float(history.final_loss), 6)
     ((50,), 0.0)
     """
-    tx, batches, record = _check_arguments(loss_fn, params, tx, steps, data, record, every, early_stopping)
+    tx, batches, record = _check_arguments("run", loss_fn, params, tx, steps, data, record, every, early_stopping,
+                                           progress)  # fmt: skip
     with _progress_bar(steps if progress else 0) as advance:
         return _run_jit(loss_fn, params, tx, batches, early_stopping, steps=steps, record=record, every=every,
                         advance=advance)  # fmt: skip
@@ -127,54 +145,62 @@ def sweep(
     Every run starts from the same ``params`` and sees the same batches. The returned
     :class:`History` has that batch axis in front of every array; ``history[i]`` is run ``i``.
 
+    The batch's concrete hyperparameters are checked against their ranges before anything is traced
+    (``jax.vmap(gf.sgd)(jnp.array([0.1, -0.1]))`` is an error naming ``learning_rate``); a run that
+    diverges is flagged in :attr:`History.diverged`, the place to look before picking a best run.
+
     >>> import gradflow as gf
     >>> txs = jax.vmap(gf.sgd)(jnp.array([0.01, 0.1, 1.1]))
     >>> sweep(lambda p: jnp.sum(p**2), jnp.ones(2), txs, steps=20).final_loss.shape
     (3,)
     """
-    txs, batches, record = _check_arguments(loss_fn, params, txs, steps, data, record, every, early_stopping)
+    txs, batches, record = _check_arguments("sweep", loss_fn, params, txs, steps, data, record, every,
+                                            early_stopping, progress)  # fmt: skip
     if not isinstance(txs, Transform) or isinstance(txs, ForeignTransform):
-        raise TypeError("txs: sweep needs a gradflow transform whose leaves carry a batch axis, "
+        raise TypeError("sweep: txs must be a gradflow transform whose leaves carry a batch axis, "
                         f"got {type(txs).__name__}")  # fmt: skip
     sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(txs)}
     if len(sizes) != 1 or None in sizes:
-        raise ValueError(f"txs: every hyperparameter leaf needs the same leading batch axis, got sizes {sizes}; "
-                         "build the batch with jax.vmap(factory)(values) or optimizer_grid")  # fmt: skip
+        raise ValueError(f"sweep: every hyperparameter leaf of txs needs the same leading batch axis, got sizes "
+                         f"{sizes}; build the batch with jax.vmap(factory)(values) or optimizer_grid")  # fmt: skip
     txs, varying = _drop_constant_batch_axes(txs)
     with _progress_bar(steps if progress else 0) as advance:
         return _sweep_jit(loss_fn, params, txs, batches, early_stopping, steps=steps, record=record, every=every,
                           advance=advance, varying=varying)  # fmt: skip
 
 
-def _check_arguments(loss_fn, params, tx, steps, data, record, every, early_stopping):
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn: needs a function of the parameters, got {type(loss_fn).__name__}")
+def _check_arguments(owner, loss_fn, params, tx, steps, data, record, every, early_stopping, progress):
+    """Check what :func:`run` or :func:`sweep` (``owner``) is given, before anything is traced."""
+    check_callable(owner, "loss_fn", loss_fn)
     if not isinstance(tx, Transform):
         if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
-            raise TypeError(f"tx: needs a gradient transformation with init and update, got {type(tx).__name__}")
+            raise TypeError(f"{owner}: tx must be a gradient transformation with init and update, "
+                            f"got {type(tx).__name__}")  # fmt: skip
         tx = ForeignTransform(tx)
-    for name, value in (("steps", steps), ("every", every)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name}: needs a whole number >= 1, got {value!r}")
+    check_hyperparameters(tx, owner)  # concrete values (a batch of them in a sweep) against their ranges
+    steps = check_integer(owner, "steps", steps, low=1, high=MAX_STEPS)
+    every = check_integer(owner, "every", every, low=1, high=steps)
     if steps % every:
-        raise ValueError(f"every: steps ({steps}) must be a multiple of every ({every})")
+        raise ValueError(f"{owner}: steps ({steps}) must be a multiple of every ({every})")
     record = (record,) if isinstance(record, str) else tuple(record)
-    unknown = [name for name in record if name not in RECORDABLE]
-    if unknown:
-        raise ValueError(f"record: unknown {unknown}; choose from {', '.join(RECORDABLE)}")
+    for name in record:
+        check_choice(owner, "record", name, RECORDABLE)
     if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
-        raise TypeError(f"early_stopping: needs an EarlyStopping, got {type(early_stopping).__name__}")
+        raise TypeError(f"{owner}: early_stopping must be an EarlyStopping, got {type(early_stopping).__name__}")
+    check_flag(owner, "progress", progress)
     tree.check_float_leaves(params)
+    if not jax.tree.leaves(params):
+        raise ValueError(f"{owner}: params has no arrays to train, got {params!r}")
     batches = data if data is None or isinstance(data, Batches) else Batches(data)
+    call = "loss_fn(params)" if batches is None else "loss_fn(params, batch)"
+    check_arity(owner, "loss_fn", loss_fn, call, 1 if batches is None else 2)
     return tx, batches, tuple(sorted(set(record) - {"loss"}))
 
 
 def _check_scalar_loss(loss_fn, params, batches):
     """Runs while tracing, so a compiled run pays nothing for it."""
     example = () if batches is None else (batches.batch(0, batches.epoch_order(0)),)
-    shape = jax.eval_shape(loss_fn, params, *example)
-    if not (hasattr(shape, "shape") and shape.shape == ()):
-        raise ValueError(f"loss_fn: needs to return a scalar, got {shape}")
+    check_scalar_output("run", "loss_fn", loss_fn, params, *example)
 
 
 def _run(loss_fn, params, tx, batches, stopping, *, steps, record, every, advance):
@@ -242,7 +268,7 @@ def _run(loss_fn, params, tx, batches, stopping, *, steps, record, every, advanc
 
 
 def _initial_watch(stopping, params, steps):
-    value = jax.eval_shape(stopping.validation_fn, params)
+    value = check_scalar_output("EarlyStopping", "validation_fn", stopping.validation_fn, params)
     return {"value": jnp.full((), jnp.inf, value.dtype), "params": params, "waited": jnp.zeros((), jnp.int32),
             "frozen": jnp.zeros((), bool), "stopped_at": jnp.asarray(steps, jnp.int32)}  # fmt: skip
 

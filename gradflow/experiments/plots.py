@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradflow.experiments.history import History
+from gradflow.experiments.landscapes import Landscape
+from gradflow.validation import check_callable, check_integer
 
 try:
     import matplotlib
@@ -130,6 +132,8 @@ def plot_race(
       >>> fig = plot_race(rosenbrock, {"gd": [[-1.2, 1.0], [-0.9, 0.8], [-0.5, 0.3]]})
       >>> plt.close(fig)
     """
+    if not isinstance(landscape, Landscape):
+        raise TypeError(f"plot_race: landscape must be a Landscape (see LANDSCAPES), got {type(landscape).__name__}")
     if landscape.dim not in (1, 2):
         raise ValueError(f"plot_race: only 1-D and 2-D landscapes are drawn, {landscape.name} has dim {landscape.dim}")
     fig, ax = _axes(ax)
@@ -186,7 +190,11 @@ def _loss_record(name: str, record: Any) -> tuple[np.ndarray, np.ndarray, np.nda
         val_loss = None if record.val_loss is None else np.asarray(record.val_loss, dtype=np.float64)
         stopped_at = None if val_loss is None else int(record.stopped_at)
     else:
-        loss = np.asarray(record, dtype=np.float64)
+        try:
+            loss = np.asarray(record, dtype=np.float64)
+        except (TypeError, ValueError):
+            wanted = "a History or a 1-D array of losses"
+            raise TypeError(f"plot_losses: {name!r} must be {wanted}, got {record!r}") from None
         steps, val_loss, stopped_at = np.arange(loss.size), None, None
     if loss.ndim != 1:
         raise ValueError(f"plot_losses: {name!r} has losses of shape {loss.shape}; pass one run (history[i])")
@@ -276,10 +284,11 @@ def plot_schedule(schedules: Any, steps: int, *, ax: Any = None, title: str | No
       >>> fig = plot_schedule({"exponential": gradflow.exponential_decay(0.1, 100, 0.1)}, 300)
       >>> plt.close(fig)
     """
-    if not (isinstance(steps, (int, np.integer)) and steps >= 1):
-        raise ValueError(f"plot_schedule: steps must be an integer >= 1, got {steps!r}")
-    fig, ax = _axes(ax)
+    check_integer("plot_schedule", "steps", steps, low=1)
     named = isinstance(schedules, Mapping)
+    for name, schedule in schedules.items() if named else [("schedules", schedules)]:
+        check_callable("plot_schedule", name if named else "schedules", schedule)
+    fig, ax = _axes(ax)
     for name, schedule in schedules.items() if named else [("_schedule", schedules)]:
         ax.plot(np.arange(steps), _schedule_values(schedule, steps), label=name)
     ax.set_xlabel("step")

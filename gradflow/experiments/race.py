@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,6 +23,7 @@ from gradflow.experiments.grid import optimizer_grid
 from gradflow.experiments.history import History, steps_to_tolerance
 from gradflow.experiments.landscapes import Landscape
 from gradflow.experiments.loop import sweep
+from gradflow.validation import check_callable, check_choice, check_flag, check_nonnegative
 
 __all__ = ["RACERS", "SEED_OPTIMIZERS", "RaceResult", "race", "race_one"]
 
@@ -47,6 +49,10 @@ SEED_OPTIMIZERS = ("sgd", "momentum", "nag", "adagrad", "rmsprop", "adadelta", "
 class RaceResult:
     """One optimizer's result: its best learning rate and that run's history (with the trajectory).
 
+    A run whose loss turns NaN or infinite (:attr:`History.diverged`) is never the best one; when every
+    learning rate diverged, ``learning_rate`` and ``history`` are ``None``, ``final_loss`` is ``inf`` and
+    :attr:`diverged` is true.
+
     >>> from gradflow.experiments import LANDSCAPES
     >>> result = race_one(LANDSCAPES["booth"], "adam", steps=200, learning_rates=[0.1, 0.3])
     >>> result.optimizer, result.learning_rate, result.losses.shape
@@ -54,13 +60,18 @@ class RaceResult:
     """
 
     optimizer: str
-    learning_rate: float
-    history: History
+    learning_rate: float | None
+    history: History | None
     final_loss: float
     steps_to_tolerance: int | None
     seconds: float
     losses: np.ndarray  # (grid, steps + 1): every learning rate's losses, final loss last
     learning_rates: np.ndarray
+
+    @property
+    def diverged(self) -> bool:
+        """True when every learning rate of the grid diverged."""
+        return self.learning_rate is None
 
 
 def race_one(
@@ -85,21 +96,19 @@ def race_one(
     >>> result.learning_rate, result.final_loss < 1e-6
     (0.05, True)
     """
-    if factory is None and name not in RACERS:
-        raise ValueError(f"optimizer: unknown {name!r}; choose from {', '.join(RACERS)}, or pass factory=")
+    params = _check_race(landscape, name, start, tolerance, factory, dtype)
     began = time.perf_counter()
     grid = optimizer_grid(RACERS[name] if factory is None else factory, learning_rate=learning_rates)
-    params = jnp.asarray(landscape.start if start is None else start, dtype)
     histories = sweep(landscape.fn, params, grid.txs, steps=steps, record=("params",))
     losses = np.concatenate([np.asarray(histories.loss), np.asarray(histories.final_loss)[:, None]], axis=1)
     seconds = time.perf_counter() - began
     best, arrivals = _best_run(losses, landscape.minimum_value, tolerance)
     return RaceResult(
         optimizer=name,
-        learning_rate=float(grid.values["learning_rate"][best]),
-        history=histories[best],
-        final_loss=float(losses[best, -1]),
-        steps_to_tolerance=arrivals[best],
+        learning_rate=None if best is None else float(grid.values["learning_rate"][best]),
+        history=None if best is None else histories[best],
+        final_loss=math.inf if best is None else float(losses[best, -1]),
+        steps_to_tolerance=None if best is None else arrivals[best],
         seconds=seconds,
         losses=losses,
         learning_rates=grid.values["learning_rate"],
@@ -124,7 +133,10 @@ def race(
     [('sgd', 0.05), ('adam', 0.05)]
     """
     learning_rates = np.logspace(-4, 0, 25) if learning_rates is None else learning_rates
-    names = list(names)
+    names = [names] if isinstance(names, str) else list(names)
+    for name in names:
+        check_choice("race", "names", name, RACERS)
+    check_flag("race", "progress", progress)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -139,11 +151,36 @@ def race(
     return results
 
 
-def _best_run(losses: np.ndarray, minimum_value: float | None, tolerance: float) -> tuple[int, list]:
-    """The row that settles first (ties: lowest final loss), else the lowest finite final loss."""
-    final = np.where(np.isfinite(losses[:, -1]), losses[:, -1], np.inf)
+def _check_race(landscape, name, start, tolerance, factory, dtype) -> Any:
+    """Check :func:`race_one`'s arguments; return the start point as an array of ``dtype``."""
+    if not isinstance(landscape, Landscape):
+        raise TypeError(f"race_one: landscape must be a Landscape (see LANDSCAPES), got {type(landscape).__name__}")
+    if factory is None:
+        check_choice("race_one", "name", name, RACERS)
+    else:
+        check_callable("race_one", "factory", factory)
+    check_nonnegative("race_one", "tolerance", tolerance)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"race_one: dtype must be a floating-point dtype, got {dtype!r}")
+    point = np.asarray(landscape.start if start is None else start)
+    if point.shape != (landscape.dim,) or not np.issubdtype(point.dtype, np.number) or not np.isfinite(point).all():
+        raise ValueError(f"race_one: start must be {landscape.dim} finite numbers (a point of {landscape.name}), "
+                         f"got {start!r}")  # fmt: skip
+    return jnp.asarray(point, dtype)
+
+
+def _best_run(losses: np.ndarray, minimum_value: float | None, tolerance: float) -> tuple[int | None, list]:
+    """The row that settles first (ties: lowest final loss), else the lowest final loss; ``None`` if all diverged.
+
+    A row with a NaN or infinite loss anywhere diverged and is never chosen.
+    """
+    diverged = ~np.isfinite(losses).all(axis=1)
+    final = np.where(diverged, np.inf, losses[:, -1])
     if minimum_value is None:  # unbounded below (a saddle): the run that got lowest wins
-        return int(np.argmin(final)), [None] * len(losses)
-    arrivals = list(steps_to_tolerance(losses, minimum_value, tolerance))
-    order = sorted(range(len(losses)), key=lambda i: (arrivals[i] is None, arrivals[i] or 0, final[i]))
-    return order[0], arrivals
+        arrivals = [None] * len(losses)
+    else:
+        arrivals = list(steps_to_tolerance(losses, minimum_value, tolerance))
+    if diverged.all():
+        return None, arrivals
+    order = sorted(np.flatnonzero(~diverged), key=lambda i: (arrivals[i] is None, arrivals[i] or 0, final[i]))
+    return int(order[0]), arrivals

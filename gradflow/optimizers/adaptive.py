@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
-import numpy as np
 
-from gradflow.core import Chain, chain
+from gradflow.core import Chain, chain, name_arguments
 from gradflow.optimizers.classic import sgd
 from gradflow.schedules import warmup_constant_schedule
 from gradflow.transforms.adaptive_moments import scale_by_belief, scale_by_novograd, scale_by_radam, scale_by_yogi
@@ -24,7 +23,7 @@ from gradflow.transforms.moments import ema
 from gradflow.transforms.regularization import add_decayed_weights
 from gradflow.transforms.scaling import scale_by_rms
 from gradflow.transforms.schedule_free import ScheduleFree, schedule_free
-from gradflow.validation import check_learning_rate, check_nonnegative, check_range
+from gradflow.validation import check_flag, check_integer, check_learning_rate, check_nonnegative, check_range
 
 __all__ = [
     "adabelief",
@@ -239,6 +238,7 @@ def adafactor(
       Array([-0.2, -0.2, -0.2], dtype=float32)
     """
     owner = "adafactor"
+    check_nonnegative(owner, "decay_offset", decay_offset)
     steps = [scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor, eps)]
     if clipping_threshold is not None:
         check_range(owner, "clipping_threshold", clipping_threshold, 0.0, float("inf"), low_open=True)
@@ -246,16 +246,20 @@ def adafactor(
     if learning_rate is not None:
         check_learning_rate(owner, learning_rate)
         steps.append(scale_by_learning_rate(learning_rate, flip_sign=False))
-    if multiply_by_parameter_scale:
+    if check_flag(owner, "multiply_by_parameter_scale", multiply_by_parameter_scale):
         steps.append(scale_by_param_block_rms())
+    arguments = {"decay_rate": "transforms.0:decay_rate", "decay_offset": "transforms.0:step_offset"}
+    arguments |= {"clipping_threshold": ":threshold", "eps": "transforms.0:offset"}
     if momentum is not None:
         check_range(owner, "momentum", momentum, 0.0, 1.0)
+        arguments["momentum"] = f"transforms.{len(steps)}:decay"
         steps.append(ema(momentum, debias=False, accumulator_dtype=dtype_momentum))
     if weight_decay_rate is not None:
         check_nonnegative(owner, "weight_decay_rate", weight_decay_rate)
+        arguments["weight_decay_rate"] = ":weight_decay"
         steps.append(add_decayed_weights(weight_decay_rate, weight_decay_mask))
     steps.append(scale(-1.0))
-    return chain(*steps)
+    return name_arguments(chain(*steps), **arguments)
 
 
 def _warmup(owner: str, learning_rate: Any, warmup_steps: int | None) -> Any:
@@ -263,8 +267,7 @@ def _warmup(owner: str, learning_rate: Any, warmup_steps: int | None) -> Any:
     check_learning_rate(owner, learning_rate)
     if warmup_steps is None:
         return learning_rate
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, np.integer)) or warmup_steps < 1:
-        raise ValueError(f"{owner}: warmup_steps must be a positive integer or None, got {warmup_steps!r}")
+    warmup_steps = check_integer(owner, "warmup_steps", warmup_steps, low=1, high=jnp.iinfo(jnp.int32).max)
     return warmup_constant_schedule(0.0, learning_rate, int(warmup_steps))
 
 
@@ -310,7 +313,9 @@ def schedule_free_sgd(
     base = sgd(learning_rate)
     if weight_decay is not None:
         base = chain(add_decayed_weights(check_nonnegative("schedule_free_sgd", "weight_decay", weight_decay)), base)
-    return schedule_free(base, learning_rate, b1, weight_lr_power, state_dtype)
+    return name_arguments(
+        schedule_free(base, learning_rate, b1, weight_lr_power, state_dtype), learning_rate=":learning_rate"
+    )
 
 
 def schedule_free_adamw(
@@ -353,9 +358,11 @@ def schedule_free_adamw(
       [-0.1, 0.1]
     """
     learning_rate = _warmup("schedule_free_adamw", learning_rate, warmup_steps)
+    check_range("schedule_free_adamw", "b2", b2, 0.0, 1.0)
     base = chain(
         scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True),
         add_decayed_weights(weight_decay),
         scale_by_learning_rate(learning_rate),
     )
-    return schedule_free(base, learning_rate, b1, weight_lr_power, state_dtype)
+    tx = schedule_free(base, learning_rate, b1, weight_lr_power, state_dtype)
+    return name_arguments(tx, learning_rate=":learning_rate", b2="base_optimizer:decay")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradflow.core import Chain, Transform, chain, identity
+from gradflow.core import Chain, Transform, chain, identity, name_arguments
 from gradflow.transforms.elementwise import scale_by_learning_rate, sign
 from gradflow.transforms.moments import canonical_dtype, ema, ewma, trace
 from gradflow.transforms.nesterov import lookahead_gradient
-from gradflow.transforms.regularization import add_decayed_weights
+from gradflow.transforms.regularization import FrozenMask, add_decayed_weights
 from gradflow.transforms.scaling import (
     scale_by_adadelta,
     scale_by_adam,
@@ -23,7 +23,7 @@ from gradflow.transforms.scaling import (
     scale_by_rss,
     scale_by_stddev,
 )
-from gradflow.validation import check_learning_rate, check_range
+from gradflow.validation import check_flag, check_learning_rate, check_range
 
 __all__ = [
     "adadelta",
@@ -44,6 +44,7 @@ __all__ = [
 
 def _momentum(owner: str, momentum: Any, nesterov: bool, dtype: Any = None) -> Transform:
     dtype = canonical_dtype(dtype, owner, "accumulator_dtype")
+    nesterov = check_flag(owner, "nesterov", nesterov)
     if momentum is None:
         return identity()
     check_range(owner, "momentum", momentum, 0.0, 1.0)
@@ -66,7 +67,8 @@ def sgd(learning_rate: Any, momentum: Any = None, nesterov: bool = False, accumu
       Array([-0.2], dtype=float32)
     """
     check_learning_rate("sgd", learning_rate)
-    return chain(_momentum("sgd", momentum, nesterov, accumulator_dtype), scale_by_learning_rate(learning_rate))
+    tx = chain(_momentum("sgd", momentum, nesterov, accumulator_dtype), scale_by_learning_rate(learning_rate))
+    return name_arguments(tx, momentum="transforms.0:decay")
 
 
 def nag(learning_rate: Any, momentum: Any = 0.9) -> Chain:
@@ -91,7 +93,7 @@ def nag(learning_rate: Any, momentum: Any = 0.9) -> Chain:
     check_learning_rate("nag", learning_rate)
     check_range("nag", "momentum", momentum, 0.0, 1.0)
     inner = chain(ewma(momentum, kind="momentum"), scale_by_learning_rate(learning_rate))
-    return chain(lookahead_gradient(inner, momentum))
+    return name_arguments(chain(lookahead_gradient(inner, momentum)), momentum=(":momentum", ":decay"))
 
 
 def adagrad(learning_rate: Any, initial_accumulator_value: Any = 0.1, eps: Any = 1e-7) -> Chain:
@@ -162,12 +164,13 @@ def rmsprop(
       Array([-0.2,  0.2], dtype=float32)
     """
     check_learning_rate("rmsprop", learning_rate)
-    scaling = scale_by_stddev if centered else scale_by_rms
-    return chain(
+    scaling = scale_by_stddev if check_flag("rmsprop", "centered", centered) else scale_by_rms
+    tx = chain(
         scaling(decay, eps, initial_scale, eps_in_sqrt, bias_correction),
         scale_by_learning_rate(learning_rate),
         _momentum("rmsprop", momentum, nesterov),
     )
+    return name_arguments(tx, decay="transforms.0:decay", momentum="transforms.2:decay")
 
 
 def adadelta(
@@ -206,6 +209,7 @@ def adadelta(
     if learning_rate is None:
         learning_rate = 1.0
     check_learning_rate("adadelta", learning_rate)
+    FrozenMask.of(weight_decay_mask, "adadelta", "weight_decay_mask")
     return chain(
         add_decayed_weights(weight_decay, weight_decay_mask),
         scale_by_adadelta(rho, eps),
@@ -491,6 +495,7 @@ def signum(learning_rate: Any, beta: Any = 0.9, accumulator_dtype: Any = None) -
     check_learning_rate("signum", learning_rate)
     check_range("signum", "beta", beta, 0.0, 1.0)
     accumulator_dtype = canonical_dtype(accumulator_dtype, "signum", "accumulator_dtype")
-    return chain(
+    tx = chain(
         ema(beta, debias=False, accumulator_dtype=accumulator_dtype), sign(), scale_by_learning_rate(learning_rate)
     )
+    return name_arguments(tx, beta="transforms.0:decay")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradflow.core import Chain, Transform, chain
+from gradflow.core import Chain, Transform, chain, name_arguments
 from gradflow.transforms.elementwise import scale_by_learning_rate
 from gradflow.transforms.moments import trace
 from gradflow.transforms.regularization import add_decayed_weights, presented_as_masked
@@ -79,7 +79,7 @@ def lars(
     check_nonnegative("lars", "trust_coefficient", trust_coefficient)
     check_nonnegative("lars", "eps", eps)
     check_range("lars", "momentum", momentum, 0.0, 1.0)
-    return chain(
+    tx = chain(
         _decayed_weights("lars", "weight_decay_mask", weight_decay, weight_decay_mask),
         presented_as_masked(
             scale_by_trust_ratio(
@@ -91,6 +91,7 @@ def lars(
         scale_by_learning_rate(learning_rate),
         trace(momentum, nesterov),
     )
+    return name_arguments(tx, momentum="transforms.3:decay", eps="transforms.1:eps")
 
 
 def lamb(
@@ -140,9 +141,10 @@ def lamb(
     check_nonnegative("lamb", "eps", eps)
     check_nonnegative("lamb", "eps_root", eps_root)
     check_nonnegative("lamb", "weight_decay", weight_decay)
-    return chain(
+    tx = chain(
         scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root),
         _decayed_weights("lamb", "mask", weight_decay, mask),
         scale_by_trust_ratio(),
         scale_by_learning_rate(learning_rate),
     )
+    return name_arguments(tx, eps="transforms.0:eps", eps_root="transforms.0:eps_root")

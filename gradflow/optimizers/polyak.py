@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from gradflow.core import Chain, chain
+from gradflow.core import Chain, chain, name_arguments
 from gradflow.transforms.elementwise import scale_by_learning_rate
 from gradflow.transforms.polyak import scale_by_clipped_polyak, scale_by_polyak
 from gradflow.validation import check_learning_rate, check_range
@@ -61,7 +61,8 @@ def polyak_sgd(
       0.21875
     """
     check_range("polyak_sgd", "scaling", scaling, 0.0, math.inf)
-    return chain(scale_by_polyak(f_min, max_learning_rate, eps, variant), scale_by_learning_rate(scaling))
+    tx = chain(scale_by_polyak(f_min, max_learning_rate, eps, variant), scale_by_learning_rate(scaling))
+    return name_arguments(tx, scaling="transforms.1:learning_rate")
 
 
 def clipped_polyak_sgd(learning_rate: Any, max_inverse_norm: Any = 1000.0, f_min: Any = 0.0) -> Chain:

@@ -27,9 +27,9 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from gradflow import tree
-from gradflow.core import Chain, Transform, chain, pytree_dataclass
+from gradflow.core import Chain, Interval, Transform, chain, hyperparameter, name_arguments, pytree_dataclass
 from gradflow.transforms.elementwise import scale_by_learning_rate
-from gradflow.validation import check_range
+from gradflow.validation import check_callable, check_range
 
 __all__ = [
     "CurvatureStepState",
@@ -68,7 +68,9 @@ def tree_vdot(a: Any, b: Any, dtype: Any = None) -> jax.Array:
 
 def tangent_like(v: Any, params: Any, name: str = "v") -> Any:
     """``v`` with the dtypes of ``params`` (a JVP tangent must match its primal); names ``name`` on a mismatch."""
-    return tree.map(lambda x, p: jnp.asarray(x).astype(jnp.result_type(p)), v, params, names=(name, "params"))
+    return tree.map(
+        lambda x, p: jnp.asarray(x).astype(jnp.result_type(p)), v, params, names=(name, "params"), frozen=False
+    )
 
 
 def hvp_from_grad(grad_fn: Callable[[Any], Any], params: Any, v: Any) -> Any:
@@ -207,6 +209,8 @@ def require_grad_fn(owner: str, grad_fn: Any, params: Any, what: str) -> None:
             f"{owner} needs {missing}: call update(grads, state, params, grad_fn=jax.grad(loss)) so that "
             f"{what} can be computed at params"
         )
+    check_callable(owner, "grad_fn", grad_fn)
+    tree.check_real_leaves(owner, params, "params", "second-order steps assume a real loss landscape")
 
 
 class CurvatureStepState(NamedTuple):
@@ -243,7 +247,7 @@ class ScaleByCurvatureStep(Transform):
       (Array(0.5, dtype=float32), Array(2., dtype=float32))
     """
 
-    max_learning_rate: Any = 1.0
+    max_learning_rate: Any = hyperparameter(Interval(0.0, math.inf, high_open=False), default=1.0)
 
     def init(self, params: Any) -> Any:
         zero = jnp.zeros([], compute_dtype(params))
@@ -350,7 +354,5 @@ def curvature_step(scaling: Any = 1.0, max_learning_rate: Any = 1.0) -> Chain:
       True
     """
     check_range("curvature_step", "scaling", scaling, 0.0, math.inf)
-    return chain(
-        scale_by_curvature_step(max_learning_rate),
-        scale_by_learning_rate(scaling),
-    )
+    tx = chain(scale_by_curvature_step(max_learning_rate), scale_by_learning_rate(scaling))
+    return name_arguments(tx, scaling="transforms.1:learning_rate")

@@ -9,7 +9,6 @@ line search, as ``optax.lbfgs`` does.
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -19,7 +18,7 @@ from gradflow import tree
 from gradflow.core import Chain, Transform, chain, pytree_dataclass, static_field
 from gradflow.second_order.linesearch import scalar_dtype, scale_by_zoom_linesearch, tree_vdot
 from gradflow.transforms.elementwise import scale, scale_by_learning_rate
-from gradflow.validation import check_learning_rate, check_range
+from gradflow.validation import check_flag, check_integer, check_learning_rate
 
 __all__ = ["ScaleByLBFGS", "ScaleByLBFGSState", "lbfgs", "scale_by_lbfgs"]
 
@@ -134,6 +133,7 @@ class ScaleByLBFGS(Transform):
                 "scale_by_lbfgs needs params (the curvature pairs are differences of parameters): call "
                 "update(grads, state, params)"
             )
+        tree.check_real_leaves("scale_by_lbfgs", params, "params", "its curvature pairs assume a real loss landscape")
         dtype = state.weights_memory.dtype
         memory_size = self.memory_size
         # 1. The pair (s, y) of the previous step, stored if its curvature ⟨s, y⟩ is positive.
@@ -220,10 +220,8 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> Sc
       >>> tx.update(jnp.array([3.0, 4.0]), state, w)[0]  # first step: g / max(1, ‖g‖)
       Array([0.6, 0.8], dtype=float32)
     """
-    if isinstance(memory_size, bool) or not isinstance(memory_size, int):
-        raise TypeError(f"scale_by_lbfgs: memory_size must be an int >= 1, got {memory_size!r}")
-    check_range("scale_by_lbfgs", "memory_size", memory_size, 1, math.inf)
-    return ScaleByLBFGS(memory_size, bool(scale_init_precond))
+    memory_size = check_integer("scale_by_lbfgs", "memory_size", memory_size, low=1)
+    return ScaleByLBFGS(memory_size, check_flag("scale_by_lbfgs", "scale_init_precond", scale_init_precond))
 
 
 _DEFAULT_LINESEARCH = scale_by_zoom_linesearch(max_linesearch_steps=20, initial_guess_strategy="one")

@@ -34,7 +34,14 @@ import jax.numpy as jnp
 
 from gradflow import tree
 from gradflow.core import Chain, ScheduleState, Transform, pytree_dataclass, static_field
-from gradflow.validation import check_nonnegative, check_range
+from gradflow.validation import (
+    check_callable,
+    check_choice,
+    check_flag,
+    check_integer,
+    check_nonnegative,
+    check_range,
+)
 
 __all__ = [
     "BacktrackingLinesearchInfo",
@@ -122,6 +129,7 @@ def require_extras(owner: str, params: Any, value_fn: Any) -> None:
             "update(updates, state, params, value_fn=loss, value=loss(params), grad=grads) "
             "(value and grad are computed from value_fn when absent)"
         )
+    check_callable(owner, "value_fn", value_fn)
     if not callable(value_fn):
         raise TypeError(f"{owner}: value_fn must be a function params -> scalar, got {type(value_fn).__name__}")
 
@@ -141,8 +149,8 @@ def _value_and_grad_at(params, value, grad, fn_kwargs, value_fn, grad_fn):
 
 
 def _check_value(owner: str, value: Any) -> None:
-    if value is not None and jnp.shape(value) != ():
-        raise ValueError(f"{owner}: value must be a scalar (the objective at params), got shape {jnp.shape(value)}")
+    if value is not None:
+        tree.check_value(owner, value)
 
 
 def _jit_search(search: Callable) -> Callable:
@@ -168,6 +176,8 @@ def _jit_search(search: Callable) -> Callable:
 def _search_update(owner, search, ls, updates, state, params, value, grad, value_fn, grad_fn, extra):
     """The ``update`` of both line searches: run ``search`` from the state's step size, scale the direction."""
     require_extras(owner, params, value_fn)
+    tree.check_real_leaves(owner, params, "params", "a line search compares real slopes")
+    tree.map(lambda u, p: None, updates, params, names=("updates", "params"), frozen=False)  # the same leaves
     _check_value(owner, value)
     dtype = jnp.result_type(state.learning_rate)
     new_state = search(
@@ -395,9 +405,7 @@ def scale_by_backtracking_linesearch(
       0.8
     """
     owner = "scale_by_backtracking_linesearch"
-    if isinstance(max_backtracking_steps, bool) or not isinstance(max_backtracking_steps, int):
-        raise TypeError(f"{owner}: max_backtracking_steps must be an int >= 0, got {max_backtracking_steps!r}")
-    check_range(owner, "max_backtracking_steps", max_backtracking_steps, 0, math.inf)
+    max_backtracking_steps = check_integer(owner, "max_backtracking_steps", max_backtracking_steps, low=0)
     check_range(owner, "slope_rtol", slope_rtol, 0.0, 1.0)
     check_range(owner, "decrease_factor", decrease_factor, 0.0, 1.0, low_open=True)
     check_range(owner, "increase_factor", increase_factor, 1.0, math.inf, high_open=False)
@@ -412,8 +420,8 @@ def scale_by_backtracking_linesearch(
         atol,
         rtol,
         max_backtracking_steps,
-        bool(store_grad),
-        bool(verbose),
+        check_flag("scale_by_backtracking_linesearch", "store_grad", store_grad),
+        check_flag("scale_by_backtracking_linesearch", "verbose", verbose),
     )
 
 
@@ -800,9 +808,7 @@ def scale_by_zoom_linesearch(
       True
     """
     owner = "scale_by_zoom_linesearch"
-    if isinstance(max_linesearch_steps, bool) or not isinstance(max_linesearch_steps, int):
-        raise TypeError(f"{owner}: max_linesearch_steps must be an int >= 1, got {max_linesearch_steps!r}")
-    check_range(owner, "max_linesearch_steps", max_linesearch_steps, 1, math.inf)
+    max_linesearch_steps = check_integer(owner, "max_linesearch_steps", max_linesearch_steps, low=1)
     if max_learning_rate is not None:
         check_range(owner, "max_learning_rate", max_learning_rate, 0.0, math.inf, low_open=True, high_open=False)
     check_nonnegative(owner, "tol", tol)
@@ -812,10 +818,7 @@ def scale_by_zoom_linesearch(
     if approx_dec_rtol is not None:
         check_nonnegative(owner, "approx_dec_rtol", approx_dec_rtol)
     check_nonnegative(owner, "stepsize_precision", stepsize_precision)
-    if initial_guess_strategy not in INITIAL_GUESS_STRATEGIES:
-        raise ValueError(
-            f"{owner}: initial_guess_strategy must be one of {INITIAL_GUESS_STRATEGIES}, got {initial_guess_strategy!r}"
-        )
+    check_choice(owner, "initial_guess_strategy", initial_guess_strategy, INITIAL_GUESS_STRATEGIES)
     try:
         if float(slope_rtol) >= float(curv_rtol):
             raise ValueError(f"{owner}: slope_rtol must be below curv_rtol, got {slope_rtol!r} >= {curv_rtol!r}")
@@ -831,7 +834,7 @@ def scale_by_zoom_linesearch(
         stepsize_precision,
         max_linesearch_steps,
         initial_guess_strategy,
-        bool(verbose),
+        check_flag("scale_by_zoom_linesearch", "verbose", verbose),
     )
 
 

@@ -17,7 +17,6 @@ where H is only positive semi-definite, and shortens the step towards λ⁻¹·g
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -26,10 +25,10 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from gradflow import tree
-from gradflow.core import Chain, Transform, chain, pytree_dataclass, static_field
+from gradflow.core import NONNEGATIVE, Chain, Transform, chain, hyperparameter, pytree_dataclass, static_field
 from gradflow.second_order.curvature import compute_dtype, hessian_from_grad, require_grad_fn
 from gradflow.transforms.elementwise import scale_by_learning_rate
-from gradflow.validation import check_nonnegative, check_range
+from gradflow.validation import check_choice, check_integer, check_nonnegative, check_range
 
 __all__ = ["CGResult", "NewtonState", "ScaleByNewton", "conjugate_gradient", "newton", "scale_by_newton"]
 
@@ -162,8 +161,8 @@ class ScaleByNewton(Transform):
       (True, 0.1, 'dense')
     """
 
-    damping: Any = 0.0
-    tolerance: Any = 1e-5
+    damping: Any = hyperparameter(NONNEGATIVE, default=0.0)
+    tolerance: Any = hyperparameter(NONNEGATIVE, default=1e-5, outside="nan_updates")
     max_cg_iterations: int = static_field(default=20)
     solver: Literal["cg", "dense"] = static_field(default="cg")
 
@@ -180,7 +179,7 @@ class ScaleByNewton(Transform):
     ) -> tuple[Any, Any]:
         require_grad_fn("scale_by_newton", grad_fn, params, "Hessian-vector products")
         assert grad_fn is not None  # require_grad_fn raised otherwise (narrows the type for mypy)
-        tree.map(lambda u, p: None, updates, params, names=("updates", "params"))  # same structure and shapes
+        tree.map(lambda u, p: None, updates, params, names=("updates", "params"), frozen=False)  # same leaves
         dtype = compute_dtype(params)
         flat_params, unravel_params = ravel_pytree(params)
         flat_updates, unravel_updates = ravel_pytree(updates)
@@ -205,18 +204,8 @@ class ScaleByNewton(Transform):
 
 
 def _check_structure(owner: str, max_cg_iterations: Any, solver: Any) -> None:
-    if solver not in SOLVERS:
-        raise ValueError(f"{owner}: solver must be 'cg' or 'dense', got {solver!r}")
-    try:
-        if isinstance(max_cg_iterations, bool):
-            raise TypeError
-        max_cg_iterations = operator.index(max_cg_iterations)
-    except TypeError:
-        raise TypeError(
-            f"{owner}: max_cg_iterations must be a Python int >= 1 (it is static), got {max_cg_iterations!r}"
-        ) from None
-    if max_cg_iterations < 1:
-        raise ValueError(f"{owner}: max_cg_iterations must be an int >= 1, got {max_cg_iterations!r}")
+    check_choice(owner, "solver", solver, SOLVERS)
+    check_integer(owner, "max_cg_iterations", max_cg_iterations, low=1)
 
 
 def scale_by_newton(

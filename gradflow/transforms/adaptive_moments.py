@@ -16,20 +16,36 @@ are compositions with :func:`~gradflow.transforms.combine.ratio` and contain no 
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from gradflow import tree
-from gradflow.core import Transform, chain, identity, pytree_dataclass
+from gradflow.core import (
+    NONNEGATIVE,
+    UNIT,
+    Interval,
+    Transform,
+    chain,
+    hyperparameter,
+    identity,
+    name_arguments,
+    pytree_dataclass,
+)
 from gradflow.layout import composite
 from gradflow.transforms.combine import difference, interpolate, ratio
 from gradflow.transforms.elementwise import root, square
 from gradflow.transforms.moments import EWMAState, bias_correction, canonical_dtype, ewma
 from gradflow.transforms.regularization import add_decayed_weights
 from gradflow.transforms.scaling import ScaleByAdamState
-from gradflow.validation import check_nonnegative, check_range
+from gradflow.validation import (
+    check_all,
+    check_allowed,
+    check_flag,
+    check_hyperparameters,
+)
 
 __all__ = [
     "EWMAWithOffset",
@@ -51,20 +67,9 @@ __all__ = [
 ]
 
 
-def _check_unit(owner: str, **values: Any) -> None:
-    for name, value in values.items():
-        check_range(owner, name, value, 0.0, 1.0)
-
-
-def _check_nonnegative(owner: str, **values: Any) -> None:
-    for name, value in values.items():
-        check_nonnegative(owner, name, value)
-
-
-def _check_threshold(owner: str, threshold: Any) -> None:
-    # r_t is the root of (ρ_t − 4)(ρ_t − 2)/ρ_t·(positive): negative for 2 < ρ_t < 4, so a threshold below 4
-    # would let a NaN step through.
-    check_range(owner, "threshold", threshold, 4.0, float("inf"))
+THRESHOLD = Interval(4.0, math.inf)
+"""RAdam's threshold on ρ_t: r_t is the root of (ρ_t − 4)(ρ_t − 2)/ρ_t·(positive), negative for 2 < ρ_t < 4, so a
+threshold below 4 would let a NaN step through."""
 
 
 # --- primitives -----------------------------------------------------------------------------------
@@ -85,8 +90,8 @@ class YogiMoment(Transform):
       Array([2.5, 1. ], dtype=float32)
     """
 
-    decay: Any
-    initial: Any = 1e-6
+    decay: Any = hyperparameter(UNIT)
+    initial: Any = hyperparameter(NONNEGATIVE, default=1e-6)
 
     def init(self, params: Any) -> Any:
         return EWMAState(tree.full_like(params, self.initial))
@@ -115,8 +120,8 @@ class EWMAWithOffset(Transform):
       Array([4.5], dtype=float32)
     """
 
-    decay: Any
-    offset: Any = 0.0
+    decay: Any = hyperparameter(UNIT)
+    offset: Any = hyperparameter(NONNEGATIVE, default=0.0)
 
     def init(self, params: Any) -> Any:
         return EWMAState(tree.zeros_like(params))
@@ -157,8 +162,8 @@ class Rectification(Transform):
       (True, 5.0)
     """
 
-    b2: Any
-    threshold: Any = 5.0
+    b2: Any = hyperparameter(UNIT)
+    threshold: Any = hyperparameter(THRESHOLD, default=5.0, outside="nan_updates")
 
     def init(self, params: Any) -> Any:
         return RectificationState(jnp.zeros([], jnp.int32))
@@ -195,6 +200,9 @@ class LayerSecondMomentState(NamedTuple):
 
 
 def _squared_norm(u: jax.Array) -> jax.Array:
+    """‖u‖², summed in at least float32 (float16 squares overflow at 256)."""
+    u = jnp.asarray(u)
+    u = u.astype(jnp.promote_types(u.dtype, jnp.float32))
     return jnp.sum(jnp.real(u * jnp.conj(u))) if jnp.iscomplexobj(u) else jnp.sum(jnp.square(u))
 
 
@@ -216,7 +224,7 @@ class LayerSecondMoment(Transform):
       (Array([13., 13.], dtype=float32), Array(13., dtype=float32))
     """
 
-    decay: Any
+    decay: Any = hyperparameter(UNIT)
 
     def init(self, params: Any) -> Any:
         tree.check_float_leaves(params)
@@ -251,9 +259,7 @@ def yogi_moment(decay: Any = 0.999, initial: Any = 1e-6) -> YogiMoment:
       >>> tx.update(g, tx.init(g))[0]  # 1 + 0.5·9 where g² > v; 1 − 0 where g = 0
       Array([5.5, 1. ], dtype=float32)
     """
-    _check_unit("yogi_moment", decay=decay)
-    _check_nonnegative("yogi_moment", initial=initial)
-    return YogiMoment(decay, initial)
+    return check_hyperparameters(YogiMoment(decay, initial), "yogi_moment")
 
 
 def ewma_with_offset(decay: Any, offset: Any = 0.0) -> EWMAWithOffset:
@@ -266,9 +272,7 @@ def ewma_with_offset(decay: Any, offset: Any = 0.0) -> EWMAWithOffset:
       >>> tx.update(jnp.array([4.0]), tx.init(jnp.zeros(1)))[0]
       Array([3.], dtype=float32)
     """
-    _check_unit("ewma_with_offset", decay=decay)
-    _check_nonnegative("ewma_with_offset", offset=offset)
-    return EWMAWithOffset(decay, offset)
+    return check_hyperparameters(EWMAWithOffset(decay, offset), "ewma_with_offset")
 
 
 def rectification(b2: Any = 0.999, threshold: Any = 5.0) -> Rectification:
@@ -281,9 +285,7 @@ def rectification(b2: Any = 0.999, threshold: Any = 5.0) -> Rectification:
       >>> tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))[0]  # ρ_1 = 1 < 5: no adaptive step yet
       Array([1.], dtype=float32)
     """
-    _check_unit("rectification", b2=b2)
-    _check_threshold("rectification", threshold)
-    return Rectification(b2, threshold)
+    return check_hyperparameters(Rectification(b2, threshold), "rectification")
 
 
 def layer_second_moment(decay: Any = 0.25) -> LayerSecondMoment:
@@ -297,8 +299,7 @@ def layer_second_moment(decay: Any = 0.25) -> LayerSecondMoment:
       >>> tx.update(g, tx.init(g))[0]["w"]  # ‖g‖² = 25 at the first step
       Array([25., 25.], dtype=float32)
     """
-    _check_unit("layer_second_moment", decay=decay)
-    return LayerSecondMoment(decay)
+    return check_hyperparameters(LayerSecondMoment(decay), "layer_second_moment")
 
 
 # --- scalings -------------------------------------------------------------------------------------
@@ -335,6 +336,10 @@ class ScaleByNovogradState(NamedTuple):
 def _first_moment_paths(nesterov: bool) -> tuple[str, tuple[str, ...]]:
     """Where :func:`_first_moment` keeps m and its counters, inside the first branch of a ratio."""
     return ("0.0.0.mean", ("0.0.1.count", "0.1.count")) if nesterov else ("0.0.mean", ("0.1.count",))
+
+
+_B1 = ("inner.first:decay", "inner.first:weight")
+"""The fields of a composite that :func:`_first_moment` sets to b1 (its decays and NAdam's interpolation)."""
 
 
 def _first_moment(b1: Any, nesterov: bool, initial: Any = 0.0, mu_dtype: Any = None) -> Transform:
@@ -379,13 +384,14 @@ def scale_by_yogi(
       Array([ 1., -1.], dtype=float32)
     """
     owner = "scale_by_yogi"
-    _check_unit(owner, b1=b1, b2=b2)
-    _check_nonnegative(owner, eps=eps, eps_root=eps_root, initial_accumulator_value=initial_accumulator_value)
+    check_all(owner, UNIT, b1=b1, b2=b2)
+    check_all(owner, NONNEGATIVE, eps=eps, eps_root=eps_root, initial_accumulator_value=initial_accumulator_value)
     inner = ratio(
         _first_moment(b1, False, initial=initial_accumulator_value),
         chain(square(), YogiMoment(b2, initial_accumulator_value), bias_correction(b2), root(eps, eps_root)),
     )
-    return composite(inner, ScaleByAdamState, count=("0.1.count", "1.2.count"), mu="0.0.mean", nu="1.1.mean")
+    tx = composite(inner, ScaleByAdamState, count=("0.1.count", "1.2.count"), mu="0.0.mean", nu="1.1.mean")
+    return name_arguments(tx, b1="inner.first:decay", b2="inner.second:decay", initial_accumulator_value=":initial")
 
 
 def scale_by_radam(
@@ -423,15 +429,17 @@ def scale_by_radam(
       Array([ 0.5, -2. ], dtype=float32)
     """
     owner = "scale_by_radam"
-    _check_unit(owner, b1=b1, b2=b2)
-    _check_nonnegative(owner, eps=eps, eps_root=eps_root)
-    _check_threshold(owner, threshold)
+    nesterov = check_flag(owner, "nesterov", nesterov)
+    check_all(owner, UNIT, b1=b1, b2=b2)
+    check_all(owner, NONNEGATIVE, eps=eps, eps_root=eps_root)
+    check_allowed(owner, "threshold", threshold, THRESHOLD)
     inner = ratio(
         _first_moment(b1, nesterov),
         chain(square(), ewma(b2), bias_correction(b2), root(eps, eps_root), Rectification(b2, threshold)),
     )
     mu, counts = _first_moment_paths(nesterov)
-    return composite(inner, ScaleByAdamState, count=(*counts, "1.2.count", "1.4.count"), mu=mu, nu="1.1.mean")
+    tx = composite(inner, ScaleByAdamState, count=(*counts, "1.2.count", "1.4.count"), mu=mu, nu="1.1.mean")
+    return name_arguments(tx, b1=_B1, b2=("inner.second:decay", "inner.second:b2"))
 
 
 def scale_by_belief(
@@ -471,8 +479,9 @@ def scale_by_belief(
       Array([ 1.1111, -1.1111], dtype=float32)
     """
     owner = "scale_by_belief"
-    _check_unit(owner, b1=b1, b2=b2)
-    _check_nonnegative(owner, eps=eps, eps_root=eps_root)
+    nesterov = check_flag(owner, "nesterov", nesterov)
+    check_all(owner, UNIT, b1=b1, b2=b2)
+    check_all(owner, NONNEGATIVE, eps=eps, eps_root=eps_root)
     prediction_error = difference(identity(), ewma(b1))
     inner = ratio(
         _first_moment(b1, nesterov),
@@ -480,7 +489,13 @@ def scale_by_belief(
     )
     # The prediction error's own EWMA of g is the same m as the first moment's: both are rebuilt from mu.
     mu, counts = _first_moment_paths(nesterov)
-    return composite(inner, ScaleByBeliefState, count=(*counts, "1.3.count"), mu=(mu, "1.0.1.mean"), nu="1.2.mean")
+    tx = composite(inner, ScaleByBeliefState, count=(*counts, "1.3.count"), mu=(mu, "1.0.1.mean"), nu="1.2.mean")
+    return name_arguments(
+        tx,
+        b1=(*_B1, "inner.second.transforms.0:decay"),
+        b2=("inner.second.transforms.2:decay", "inner.second.transforms.3:decay"),
+        eps_root="inner.second:offset",
+    )
 
 
 def scale_by_novograd(
@@ -518,11 +533,12 @@ def scale_by_novograd(
       Array([0.6, 0.8], dtype=float32)
     """
     owner = "scale_by_novograd"
-    _check_unit(owner, b1=b1, b2=b2)
-    _check_nonnegative(owner, eps=eps, eps_root=eps_root, weight_decay=weight_decay)
+    check_all(owner, UNIT, b1=b1, b2=b2)
+    check_all(owner, NONNEGATIVE, eps=eps, eps_root=eps_root, weight_decay=weight_decay)
     inner = chain(
         ratio(identity(), chain(LayerSecondMoment(b2), root(eps, eps_root))),
         add_decayed_weights(weight_decay),
         ewma(b1, kind="momentum", dtype=canonical_dtype(mu_dtype, owner, "mu_dtype")),
     )
-    return composite(inner, ScaleByNovogradState, count="0.1.0.count", mu="2.mean", nu="0.1.0.moment")
+    tx = composite(inner, ScaleByNovogradState, count="0.1.0.count", mu="2.mean", nu="0.1.0.moment")
+    return name_arguments(tx, b1="inner.transforms.2:decay", b2="inner.transforms.0:decay")

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from gradflow import tree
 from gradflow.core import EmptyState, Transform, pytree_dataclass, static_field
+from gradflow.validation import check_axis
 
 __all__ = ["Centralize", "centralize"]
 
@@ -42,16 +43,6 @@ class Centralize(Transform):
         return tree.map(centre, updates), state
 
 
-def _canonical_axis(axis: Any) -> int | tuple[int, ...] | None:
-    if axis is None:
-        return None
-    if isinstance(axis, (list, tuple)) and all(isinstance(a, int) and not isinstance(a, bool) for a in axis):
-        return tuple(axis)
-    if isinstance(axis, int) and not isinstance(axis, bool):
-        return axis
-    raise TypeError(f"centralize: axis must be None, an int or a tuple of ints, got {axis!r}")
-
-
 def centralize(*, axis: int | tuple[int, ...] | None = None) -> Centralize:
     """Gradient centralization: make the gradient of each weight slice zero-mean.
 
@@ -79,4 +70,4 @@ def centralize(*, axis: int | tuple[int, ...] | None = None) -> Centralize:
       (Array([[-1.,  0.,  1.],
              [-2., -1.,  3.]], dtype=float32), Array([1., 2.], dtype=float32))
     """
-    return Centralize(_canonical_axis(axis))
+    return Centralize(check_axis("centralize", "axis", axis))

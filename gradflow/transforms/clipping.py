@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from gradflow import tree
-from gradflow.core import EmptyState, Transform, pytree_dataclass, static_field
-from gradflow.validation import check_nonnegative, check_range
+from gradflow.core import NONNEGATIVE, POSITIVE, EmptyState, Transform, hyperparameter, pytree_dataclass, static_field
+from gradflow.validation import check_axis, check_nonnegative, check_range
 
 __all__ = [
     "AdaptiveGradClip",
@@ -47,9 +47,9 @@ def squared_norm(x: Any, axis: Any = None, keepdims: bool = False) -> jax.Array:
 
 
 def safe_sqrt(square: jax.Array) -> jax.Array:
-    """``sqrt(square)`` whose derivative at 0 is 0 instead of ``inf`` (which turns into NaN)."""
+    """``sqrt(square)`` whose derivative at 0 is 0 instead of ``inf`` (which turns into NaN); NaN stays NaN."""
     positive = square > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, square, 1)), 0)
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, square, 1)), square)
 
 
 def _unit_axes(shape: tuple[int, ...], axis: Any, path: str) -> int | tuple[int, ...] | None:
@@ -97,7 +97,7 @@ def unitwise_norm(x: Any, axis: int | tuple[int, ...] | None = None) -> jax.Arra
              [5., 1.]], dtype=float32)
     """
     x = jnp.asarray(x)
-    axes = _unit_axes(x.shape, _canonical_axis(axis), "the array")
+    axes = _unit_axes(x.shape, check_axis("unitwise_norm", "axis", axis), "the array")
     return jnp.broadcast_to(safe_sqrt(squared_norm(x, axes, keepdims=True)), x.shape)
 
 
@@ -136,17 +136,6 @@ def unitwise_clip(g_norm: Any, max_norm: Any, grad: Any, div_eps: Any = 1e-6) ->
     return jnp.where(g_norm < max_norm, grad, clipped)
 
 
-def _canonical_axis(axis: Any) -> int | tuple[int, ...] | None:
-    """``None``, an int, or a tuple of ints (hashable, so it can be a static field)."""
-    if axis is None:
-        return None
-    if isinstance(axis, (list, tuple)) and all(isinstance(a, int) and not isinstance(a, bool) for a in axis):
-        return tuple(axis)
-    if isinstance(axis, int) and not isinstance(axis, bool):
-        return axis
-    raise TypeError(f"adaptive_grad_clip: axis must be None, an int or a tuple of ints, got {axis!r}")
-
-
 @pytree_dataclass
 class ClipByBlockRMS(Transform):
     """Rescale each leaf whose root mean square exceeds ``threshold``: u ← u / max(1, rms(u) / threshold).
@@ -160,7 +149,7 @@ class ClipByBlockRMS(Transform):
       Array([ 1., -1.], dtype=float32)
     """
 
-    threshold: Any
+    threshold: Any = hyperparameter(POSITIVE, outside="nan_updates")
 
     def init(self, params: Any) -> Any:
         return EmptyState()
@@ -192,8 +181,8 @@ class AdaptiveGradClip(Transform):
       Array([0. , 0.5], dtype=float32)
     """
 
-    clipping: Any
-    eps: Any = 1e-3
+    clipping: Any = hyperparameter(NONNEGATIVE, outside="nan_updates")
+    eps: Any = hyperparameter(NONNEGATIVE, default=1e-3)
     axis: int | tuple[int, ...] | None = static_field(default=None)
 
     def init(self, params: Any) -> Any:
@@ -277,4 +266,4 @@ def adaptive_grad_clip(clipping: Any, eps: Any = 1e-3, axis: int | tuple[int, ..
     """
     check_nonnegative("adaptive_grad_clip", "clipping", clipping)
     check_nonnegative("adaptive_grad_clip", "eps", eps)
-    return AdaptiveGradClip(clipping, eps, _canonical_axis(axis))
+    return AdaptiveGradClip(clipping, eps, check_axis("adaptive_grad_clip", "axis", axis))

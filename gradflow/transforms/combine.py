@@ -12,7 +12,7 @@ from typing import Any, Literal
 import jax.numpy as jnp
 
 from gradflow import tree
-from gradflow.core import Transform, chain, pytree_dataclass, static_field
+from gradflow.core import UNIT_CLOSED, Transform, chain, hyperparameter, pytree_dataclass, static_field
 from gradflow.validation import check_range
 
 __all__ = ["Combine", "difference", "interpolate", "product", "ratio", "total"]
@@ -42,7 +42,7 @@ class Combine(Transform):
 
     first: Transform
     second: Transform
-    weight: Any = None
+    weight: Any = hyperparameter(UNIT_CLOSED, default=None)
     op: Literal["divide", "multiply", "add", "subtract", "interpolate"] = static_field(default="divide")
 
     def init(self, params: Any) -> Any:
@@ -71,8 +71,13 @@ class Combine(Transform):
         return out, (first_state, second_state)
 
 
-def _branch(tx: Any) -> Transform:
-    return chain(tx) if not isinstance(tx, Transform) else tx
+def _branch(owner: str, name: str, tx: Any) -> Transform:
+    """A branch: a gradflow transform, or another library's (wrapped by :func:`chain`)."""
+    if isinstance(tx, Transform):
+        return tx
+    if callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None)):
+        return chain(tx)
+    raise TypeError(f"{owner}: {name} must be a transform (init and update), got {tx!r}")
 
 
 def ratio(numerator: Any, denominator: Any) -> Combine:
@@ -86,7 +91,9 @@ def ratio(numerator: Any, denominator: Any) -> Combine:
       >>> tx.update(g, tx.init(g))[0].round(4)  # the first Adam direction is sign(g)
       Array([ 1., -1.], dtype=float32)
     """
-    return Combine(_branch(numerator), _branch(denominator), None, "divide")
+    return Combine(
+        _branch("ratio", "numerator", numerator), _branch("ratio", "denominator", denominator), None, "divide"
+    )
 
 
 def product(first: Any, second: Any) -> Combine:
@@ -106,7 +113,7 @@ def product(first: Any, second: Any) -> Combine:
       >>> tx.update(g, tx.init(g))[0]
       Array([2., 3.], dtype=float32)
     """
-    return Combine(_branch(first), _branch(second), None, "multiply")
+    return Combine(_branch("product", "first", first), _branch("product", "second", second), None, "multiply")
 
 
 def total(first: Any, second: Any) -> Combine:
@@ -126,7 +133,7 @@ def total(first: Any, second: Any) -> Combine:
       >>> tx.update(g, tx.init(g))[0]
       Array([-3.,  7.], dtype=float32)
     """
-    return Combine(_branch(first), _branch(second), None, "add")
+    return Combine(_branch("total", "first", first), _branch("total", "second", second), None, "add")
 
 
 def difference(first: Any, second: Any) -> Combine:
@@ -146,7 +153,7 @@ def difference(first: Any, second: Any) -> Combine:
       >>> tx.update(g, tx.init(g))[0]  # E[g²] − E[g]² = 0.5·4 − (0.5·2)²
       Array([1., 1.], dtype=float32)
     """
-    return Combine(_branch(first), _branch(second), None, "subtract")
+    return Combine(_branch("difference", "first", first), _branch("difference", "second", second), None, "subtract")
 
 
 def interpolate(first: Any, second: Any, weight: Any) -> Combine:
@@ -168,4 +175,5 @@ def interpolate(first: Any, second: Any, weight: Any) -> Combine:
       Array([-1.25,  1.75], dtype=float32)
     """
     check_range("interpolate", "weight", weight, 0.0, 1.0, high_open=False)
-    return Combine(_branch(first), _branch(second), weight, "interpolate")
+    branches = _branch("interpolate", "first", first), _branch("interpolate", "second", second)
+    return Combine(*branches, weight, "interpolate")

@@ -35,6 +35,7 @@ class KeepParamsNonnegative(Transform):
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         if params is None:
             raise ValueError("keep_params_nonnegative needs the parameters: call update(updates, state, params)")
+        tree.check_real_leaves("keep_params_nonnegative", params, "params", "complex numbers are not ordered")
 
         def clamp(u, p):
             if p is None:

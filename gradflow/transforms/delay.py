@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from gradflow import tree
 from gradflow.core import Transform, pytree_dataclass, static_field
+from gradflow.validation import check_integer
 
 __all__ = ["StaleGradients", "StaleGradientsState", "stale_gradients"]
 
@@ -52,11 +53,6 @@ class StaleGradients(Transform):
     """
 
     delay: int = static_field()
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if isinstance(self.delay, bool) or not isinstance(self.delay, int) or self.delay < 0:
-            raise ValueError(f"stale_gradients: delay needs a whole number of steps >= 0, got {self.delay!r}")
 
     def init(self, params: Any) -> Any:
         tree.check_float_leaves(params)
@@ -101,4 +97,4 @@ def stale_gradients(delay: int) -> StaleGradients:
       >>> outs
       [0.0, 0.0, 1.0, 2.0]
     """
-    return StaleGradients(delay)
+    return StaleGradients(check_integer("stale_gradients", "delay", delay, low=0))

@@ -11,9 +11,19 @@ import jax
 import jax.numpy as jnp
 
 from gradflow import tree
-from gradflow.core import EmptyState, Identity, Transform, pytree_dataclass, scheduled_fields, static_field
+from gradflow.core import (
+    NONNEGATIVE,
+    REAL,
+    EmptyState,
+    Identity,
+    Transform,
+    hyperparameter,
+    pytree_dataclass,
+    scheduled_fields,
+    static_field,
+)
 from gradflow.layout import composite
-from gradflow.validation import check_learning_rate, check_nonnegative, check_number
+from gradflow.validation import check_flag, check_hyperparameters, check_learning_rate
 
 __all__ = [
     "Absolute",
@@ -92,8 +102,8 @@ class Root(Elementwise):
     outside it. Both may be set.
     """
 
-    eps: Any = 0.0
-    eps_root: Any = 0.0
+    eps: Any = hyperparameter(NONNEGATIVE, default=0.0)
+    eps_root: Any = hyperparameter(NONNEGATIVE, default=0.0)
 
     def apply(self, u: Any) -> jax.Array:
         return jnp.sqrt(u + self.eps_root) + self.eps
@@ -103,7 +113,7 @@ class Root(Elementwise):
 class Shift(Elementwise):
     """``u ← u + offset``."""
 
-    offset: Any
+    offset: Any = hyperparameter(REAL)
 
     def apply(self, u: Any) -> jax.Array:
         return u + self.offset
@@ -113,7 +123,7 @@ class Shift(Elementwise):
 class Scale(Elementwise):
     """``u ← step_size · u``."""
 
-    step_size: Any
+    step_size: Any = hyperparameter(REAL)
 
     def apply(self, u: Any) -> jax.Array:
         return self.step_size * u
@@ -123,13 +133,13 @@ class Scale(Elementwise):
 class ScaleByLearningRate(Elementwise):
     """``u ← −learning_rate · u`` (``+learning_rate · u`` with ``flip_sign=False``).
 
-    A learning rate that is negative when the step runs (a traced value, one set in the state through
-    ``set_hyperparam``, a schedule that turns negative between the counts checked at construction, or
+    A learning rate that is negative when the step runs (a traced value, one set in an injected state
+    through ``set_hyperparam``, a schedule that turns negative between the counts checked at construction, or
     one rounded to −1e-8 by XLA, as a warmup from 0 is under ``jit``) counts as 0: the step is zero,
     never a step up the gradient. A NaN learning rate stays NaN (``apply_if_finite`` skips that step).
     """
 
-    learning_rate: Any
+    learning_rate: Any = hyperparameter(NONNEGATIVE, outside="own")
     flip_sign: bool = static_field(default=True)
 
     def apply(self, u: Any) -> jax.Array:
@@ -142,10 +152,14 @@ class ScaleByLearningRate(Elementwise):
 class Clip(Elementwise):
     """``u ← min(max(u, −max_delta), max_delta)``."""
 
-    max_delta: Any
+    max_delta: Any = hyperparameter(NONNEGATIVE)
 
     def apply(self, u: Any) -> jax.Array:
         return jnp.clip(u, -self.max_delta, self.max_delta)
+
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
+        tree.check_real_leaves("clip", updates, "updates", "complex numbers have no order to clip in")
+        return super().update(updates, state, params, **extra)
 
 
 def square() -> Square:
@@ -199,9 +213,7 @@ def root(eps: Any = 0.0, eps_root: Any = 0.0) -> Root:
       >>> gf.root(eps=1.0).update(jnp.array([4.0, 9.0]), None)[0]  # √u + 1
       Array([3., 4.], dtype=float32)
     """
-    check_nonnegative("root", "eps", eps)
-    check_nonnegative("root", "eps_root", eps_root)
-    return Root(eps, eps_root)
+    return check_hyperparameters(Root(eps, eps_root), "root")
 
 
 def shift(offset: Any) -> Shift:
@@ -218,7 +230,7 @@ def shift(offset: Any) -> Shift:
       >>> gf.shift(1.0).update(jnp.array([1.0, -2.0]), None)[0]
       Array([ 2., -1.], dtype=float32)
     """
-    return Shift(check_number("shift", "offset", offset))
+    return check_hyperparameters(Shift(offset), "shift")
 
 
 def scale(step_size: Any) -> Scale:
@@ -229,7 +241,7 @@ def scale(step_size: Any) -> Scale:
       >>> gradflow.scale(0.5).update(jnp.array([2.0]), None)[0]
       Array([1.], dtype=float32)
     """
-    return Scale(check_number("scale", "step_size", step_size))
+    return check_hyperparameters(Scale(step_size), "scale")
 
 
 def scale_by_learning_rate(learning_rate: Any = None, *, flip_sign: bool = True) -> Transform:
@@ -249,6 +261,7 @@ def scale_by_learning_rate(learning_rate: Any = None, *, flip_sign: bool = True)
       >>> gf.scale_by_learning_rate(0.1).update(jnp.array([1.0, -2.0]), None)[0]
       Array([-0.1,  0.2], dtype=float32)
     """
+    flip_sign = check_flag("scale_by_learning_rate", "flip_sign", flip_sign)
     if learning_rate is None:
         return Identity()
     tx = ScaleByLearningRate(check_learning_rate("scale_by_learning_rate", learning_rate), flip_sign)
@@ -279,4 +292,4 @@ def clip(max_delta: Any) -> Clip:
       >>> gradflow.clip(1.0).update(jnp.array([-3.0, 0.5]), None)[0]
       Array([-1. ,  0.5], dtype=float32)
     """
-    return Clip(check_nonnegative("clip", "max_delta", max_delta))
+    return check_hyperparameters(Clip(max_delta), "clip")

@@ -19,11 +19,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradflow import tree
-from gradflow.core import EmptyState, Schedule, Transform, chain, identity, pytree_dataclass, static_field
+from gradflow.core import (
+    NONNEGATIVE,
+    UNIT_CLOSED,
+    EmptyState,
+    Schedule,
+    Transform,
+    chain,
+    hyperparameter,
+    identity,
+    name_arguments,
+    pytree_dataclass,
+    static_field,
+)
 from gradflow.layout import composite
 from gradflow.transforms.combine import ratio
 from gradflow.transforms.elementwise import root, shift, square
-from gradflow.validation import check_nonnegative, check_range
+from gradflow.validation import check_flag, check_integer, check_nonnegative, check_range
 
 __all__ = [
     "AdafactorDecay",
@@ -159,7 +171,7 @@ class FactoredEWMA(Transform):
       (True, 0.5, 128)
     """
 
-    decay: Any
+    decay: Any = hyperparameter(UNIT_CLOSED)
     factored: bool = static_field(default=True)
     min_dim_size_to_factor: int = static_field(default=128)
 
@@ -226,7 +238,7 @@ class ScaleByParamBlockRMS(Transform):
       Array([0.1, 0.1], dtype=float32)
     """
 
-    min_scale: Any = 1e-3
+    min_scale: Any = hyperparameter(NONNEGATIVE, default=1e-3)
 
     def init(self, params: Any) -> Any:
         return EmptyState()
@@ -236,6 +248,7 @@ class ScaleByParamBlockRMS(Transform):
             raise ValueError("scale_by_param_block_rms needs the parameters: call update(updates, state, params)")
 
         def leaf(u, p):
+            p = jnp.asarray(p).astype(jnp.promote_types(jnp.result_type(p), jnp.float32))  # float16 squares overflow
             mean_square = jnp.mean(jnp.real(p * jnp.conj(p)))
             large = jnp.sqrt(mean_square) > self.min_scale
             rms = jnp.where(large, jnp.sqrt(jnp.where(large, mean_square, 1)), self.min_scale)
@@ -262,13 +275,13 @@ def factored_ewma(decay: Any, factored: bool = True, min_dim_size_to_factor: int
              [ 4.,  4., 16.]], dtype=float32)
     """
     check_range("factored_ewma", "decay", decay, 0.0, 1.0, high_open=False)
-    return FactoredEWMA(decay, bool(factored), _check_size("factored_ewma", min_dim_size_to_factor))
+    return FactoredEWMA(
+        decay, check_flag("factored_ewma", "factored", factored), _check_size("factored_ewma", min_dim_size_to_factor)
+    )
 
 
 def _check_size(owner: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{owner}: min_dim_size_to_factor must be an integer >= 1, got {value!r}")
-    return int(value)
+    return check_integer(owner, "min_dim_size_to_factor", value, low=1)
 
 
 def scale_by_factored_rms(
@@ -314,12 +327,15 @@ def scale_by_factored_rms(
     if not callable(decay_rate_fn):
         raise TypeError(f"{owner}: decay_rate_fn must be a function (step, decay_rate) -> decay, got {decay_rate_fn!r}")
     schedule = AdafactorDecay(decay_rate, step_offset, None if decay_rate_fn is decay_rate_pow else decay_rate_fn)
-    statistic = FactoredEWMA(schedule, bool(factored), _check_size(owner, min_dim_size_to_factor))
+    statistic = FactoredEWMA(
+        schedule, check_flag("scale_by_factored_rms", "factored", factored), _check_size(owner, min_dim_size_to_factor)
+    )
     inner = ratio(identity(), chain(square(), shift(epsilon), statistic, root()))
     moments = "1.2.inner"  # the ScheduleState of the scheduled decay holds the count and the moments
-    return composite(
+    tx = composite(
         inner, FactoredState, count="1.2.count", v_row=f"{moments}.v_row", v_col=f"{moments}.v_col", v=f"{moments}.v"
     )
+    return name_arguments(tx, epsilon="inner.second:offset")
 
 
 def scale_by_param_block_rms(min_scale: Any = 1e-3) -> ScaleByParamBlockRMS:

@@ -12,9 +12,25 @@ import jax
 import jax.numpy as jnp
 
 from gradflow import tree
-from gradflow.core import Transform, chain, pytree_dataclass, static_field
+from gradflow.core import (
+    NONNEGATIVE,
+    REAL,
+    UNIT,
+    UNIT_CLOSED,
+    Transform,
+    chain,
+    hyperparameter,
+    name_arguments,
+    pytree_dataclass,
+    static_field,
+)
 from gradflow.layout import OWN_COUNT, composite
-from gradflow.validation import check_nonnegative, check_number, check_range
+from gradflow.validation import (
+    check_choice,
+    check_flag,
+    check_hyperparameters,
+    check_integer,
+)
 
 __all__ = [
     "EWMA",
@@ -128,8 +144,8 @@ class EWMA(Transform):
     method that needs only the current gradient (Sutskever et al., 2013).
     """
 
-    decay: Any
-    initial: Any = 0.0
+    decay: Any = hyperparameter(UNIT)
+    initial: Any = hyperparameter(REAL, default=0.0)
     kind: Literal["average", "momentum"] = static_field(default="average")
     nesterov: bool = static_field(default=False)
     dtype: Any = static_field(default=None)
@@ -164,7 +180,7 @@ class BiasCorrection(Transform):
     next step's correction used by NAdam.
     """
 
-    decay: Any
+    decay: Any = hyperparameter(UNIT)
     step_offset: int = static_field(default=0)
 
     def init(self, params: Any) -> Any:
@@ -181,7 +197,7 @@ class BiasCorrection(Transform):
 class Accumulate(Transform):
     """Running sum: s ← s + u, output s (AdaGrad's accumulator when fed u², Duchi et al. 2011)."""
 
-    initial: Any = 0.0
+    initial: Any = hyperparameter(NONNEGATIVE, default=0.0)
 
     def init(self, params: Any) -> Any:
         return SumState(tree.full_like(params, self.initial))
@@ -199,7 +215,7 @@ class RunningMax(Transform):
     AdaMax's infinity norm (Kingma & Ba, 2015, §7.1).
     """
 
-    decay: Any = 1.0
+    decay: Any = hyperparameter(UNIT_CLOSED, default=1.0)
 
     def init(self, params: Any) -> Any:
         return MaxState(tree.zeros_like(params))
@@ -215,8 +231,8 @@ class RunningMax(Transform):
 class InterpolatedMomentum(Transform):
     """Lion's two-rate momentum (Chen et al., 2023): output c = b1·m + (1 − b1)·u, then m ← b2·m + (1 − b2)·u."""
 
-    b1: Any
-    b2: Any
+    b1: Any = hyperparameter(UNIT)
+    b2: Any = hyperparameter(UNIT)
     dtype: Any = static_field(default=None)
 
     def init(self, params: Any) -> Any:
@@ -229,6 +245,11 @@ class InterpolatedMomentum(Transform):
         return tree.cast_like(out, updates), EWMAState(tree.cast_like(mean, state.mean))
 
 
+def _abs_square(x: jax.Array) -> jax.Array:
+    """|x|²: x² for real x, x·conj(x) (real) for complex x."""
+    return jnp.real(x * jnp.conj(x)) if jnp.iscomplexobj(x) else jnp.square(x)
+
+
 @pytree_dataclass
 class ScaleByUpdateRMS(Transform):
     """Multiply by the RMS of past outgoing updates (Adadelta's unit correction, Zeiler 2012):
@@ -236,8 +257,8 @@ class ScaleByUpdateRMS(Transform):
     out = sqrt(E[Δ²] + eps) · u, then E[Δ²] ← decay·E[Δ²] + (1 − decay)·out².
     """
 
-    decay: Any
-    eps: Any
+    decay: Any = hyperparameter(UNIT)
+    eps: Any = hyperparameter(NONNEGATIVE)
 
     def init(self, params: Any) -> Any:
         return UpdateRMSState(tree.zeros_like(params))
@@ -247,7 +268,7 @@ class ScaleByUpdateRMS(Transform):
             lambda u, s: jnp.sqrt(s + self.eps) * u, updates, state.mean_square, names=("updates", "state.mean_square")
         )
         decay = self.decay  # 1 − decay in double for a Python number, as optax (see EWMA._weight)
-        mean_square = tree.map(lambda o, s: decay * s + (1 - decay) * jnp.square(o), out, state.mean_square)
+        mean_square = tree.map(lambda o, s: decay * s + (1 - decay) * _abs_square(o), out, state.mean_square)
         return tree.cast_like(out, updates), UpdateRMSState(tree.cast_like(mean_square, state.mean_square))
 
 
@@ -277,11 +298,9 @@ def ewma(
       >>> m  # (1 + 0.9 + 0.81)·g
       Array([2.71], dtype=float32)
     """
-    if kind not in ("average", "momentum"):
-        raise ValueError(f"ewma: kind must be 'average' or 'momentum', got {kind!r}")
-    check_range("ewma", "decay", decay, 0.0, 1.0)
-    dtype = canonical_dtype(dtype, "ewma", "dtype")
-    return EWMA(decay, check_number("ewma", "initial", initial), kind, bool(nesterov), dtype)
+    check_choice("ewma", "kind", kind, ("average", "momentum"))
+    nesterov = check_flag("ewma", "nesterov", nesterov)
+    return check_hyperparameters(EWMA(decay, initial, kind, nesterov, canonical_dtype(dtype, "ewma", "dtype")), "ewma")
 
 
 def bias_correction(decay: Any, *, step_offset: int = 0) -> BiasCorrection:
@@ -294,10 +313,8 @@ def bias_correction(decay: Any, *, step_offset: int = 0) -> BiasCorrection:
       >>> tx.update(g, tx.init(g))[0].round(4)  # the first corrected average is the first sample
       Array([2.], dtype=float32)
     """
-    check_range("bias_correction", "decay", decay, 0.0, 1.0)
-    if step_offset < 0:
-        raise ValueError(f"bias_correction: step_offset must be >= 0, got {step_offset}")
-    return BiasCorrection(decay, int(step_offset))
+    step_offset = check_integer("bias_correction", "step_offset", step_offset, low=0)
+    return check_hyperparameters(BiasCorrection(decay, step_offset), "bias_correction")
 
 
 def accumulate(initial: Any = 0.0) -> Accumulate:
@@ -318,7 +335,7 @@ def accumulate(initial: Any = 0.0) -> Accumulate:
       >>> s
       Array([2., 4.], dtype=float32)
     """
-    return Accumulate(check_nonnegative("accumulate", "initial", initial))
+    return check_hyperparameters(Accumulate(initial), "accumulate")
 
 
 def running_max(decay: Any = 1.0) -> RunningMax:
@@ -339,7 +356,7 @@ def running_max(decay: Any = 1.0) -> RunningMax:
       >>> v
       Array([2., 3.], dtype=float32)
     """
-    return RunningMax(check_range("running_max", "decay", decay, 0.0, 1.0, high_open=False))
+    return check_hyperparameters(RunningMax(decay), "running_max")
 
 
 def interpolated_momentum(b1: Any = 0.9, b2: Any = 0.99, dtype: Any = None) -> InterpolatedMomentum:
@@ -363,9 +380,8 @@ def interpolated_momentum(b1: Any = 0.9, b2: Any = 0.99, dtype: Any = None) -> I
       [0.1, -0.2]
       [0.109, -0.218]
     """
-    check_range("interpolated_momentum", "b1", b1, 0.0, 1.0)
-    check_range("interpolated_momentum", "b2", b2, 0.0, 1.0)
-    return InterpolatedMomentum(b1, b2, canonical_dtype(dtype, "interpolated_momentum", "dtype"))
+    dtype = canonical_dtype(dtype, "interpolated_momentum", "dtype")
+    return check_hyperparameters(InterpolatedMomentum(b1, b2, dtype), "interpolated_momentum")
 
 
 def scale_by_update_rms(decay: Any = 0.9, eps: Any = 1e-6) -> ScaleByUpdateRMS:
@@ -390,9 +406,7 @@ def scale_by_update_rms(decay: Any = 0.9, eps: Any = 1e-6) -> ScaleByUpdateRMS:
       [ 4. -4.]
       [ 12. -12.]
     """
-    check_range("scale_by_update_rms", "decay", decay, 0.0, 1.0)
-    check_nonnegative("scale_by_update_rms", "eps", eps)
-    return ScaleByUpdateRMS(decay, eps)
+    return check_hyperparameters(ScaleByUpdateRMS(decay, eps), "scale_by_update_rms")
 
 
 def trace(decay: Any, nesterov: bool = False, accumulator_dtype: Any = None) -> Transform:
@@ -445,6 +459,8 @@ def ema(decay: Any, debias: bool = True, accumulator_dtype: Any = None) -> Trans
       Array([2.], dtype=float32)
     """
     average = ewma(decay, dtype=canonical_dtype(accumulator_dtype, "ema", "accumulator_dtype"))
-    if debias:
-        return composite(chain(average, bias_correction(decay)), EmaState, count="1.count", ema="0.mean")
+    if check_flag("ema", "debias", debias):
+        return name_arguments(
+            composite(chain(average, bias_correction(decay)), EmaState, count="1.count", ema="0.mean"), decay=":decay"
+        )
     return composite(chain(average), EmaState, count=OWN_COUNT, ema="0.mean")

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from gradflow import tree
-from gradflow.core import Transform, pytree_dataclass
-from gradflow.validation import check_range
+from gradflow.core import UNIT, Transform, hyperparameter, pytree_dataclass
+from gradflow.validation import check_callable, check_range
 
 __all__ = ["LookaheadGradient", "LookaheadGradientState", "lookahead_gradient"]
 
@@ -34,7 +34,7 @@ class LookaheadGradient(Transform):
     """
 
     inner: Transform
-    momentum: Any
+    momentum: Any = hyperparameter(UNIT)
 
     def init(self, params: Any) -> Any:
         return LookaheadGradientState(self.inner.init(params), tree.zeros_like(params))
@@ -53,6 +53,7 @@ class LookaheadGradient(Transform):
                 "update(grads, state, params, grad_fn=jax.grad(loss)) so that the gradient can be "
                 "evaluated at the look-ahead point θ − γ·m"
             )
+        check_callable("the Nesterov look-ahead gradient", "grad_fn", grad_fn)
         lookahead = tree.map(
             lambda p, u: p + self.momentum * u, params, state.previous_update, names=("params", "state.previous_update")
         )

@@ -21,7 +21,7 @@ import numpy as np
 
 from gradflow import tree
 from gradflow.core import Transform, pytree_dataclass, static_field
-from gradflow.validation import check_range
+from gradflow.validation import check_prng_key, check_range
 
 __all__ = ["AddNoise", "AddNoiseState", "add_noise"]
 
@@ -77,7 +77,7 @@ class AddNoise(Transform):
         steps = (state.count + 1).astype(dtype)  # 1 + t, t updates done before this one
         std = jnp.sqrt(eta.astype(dtype) / steps ** gamma.astype(dtype))
 
-        key = state.rng_key
+        key = check_prng_key("add_noise", "state.rng_key", state.rng_key)
         typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
         if not typed:  # raw key data (an older gradflow state, or restored so): the state keeps its form
             key = jax.random.wrap_key_data(key, impl=self.impl)
@@ -101,26 +101,29 @@ def _is_key_array(value: Any) -> bool:
     return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
 
 
-def _key_data(key: Any) -> tuple[jax.Array, str]:
-    """``(raw key data, implementation name)`` for a typed key, a raw uint32 key or an integer seed."""
-    if _is_key_array(key):
-        if jnp.shape(key) != ():
-            raise ValueError(f"add_noise: key must be a single PRNG key (shape ()), got shape {jnp.shape(key)}")
-        return jax.random.key_data(key), str(jax.random.key_impl(key))
-    if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer, jax.Array, np.ndarray)):
-        raise TypeError(f"add_noise: key must be a jax.random.key, a raw uint32 key or an integer seed, got {key!r}")
-    dtype = jnp.result_type(key)
-    if not jnp.issubdtype(dtype, jnp.integer):
-        raise TypeError(f"add_noise: key must be a jax.random.key or an integer seed, got dtype {dtype}")
-    if jnp.ndim(key) == 0:
+def _is_seed(value: Any) -> bool:
+    """An integer seed: a Python or NumPy integer, or a 0-d integer array (not a bool)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return True
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and jnp.ndim(value) == 0 and jnp.issubdtype(dtype, jnp.integer)
+
+
+def _key_data(name: str, key: Any) -> tuple[jax.Array, str]:
+    """``(raw key data, implementation name)`` of one PRNG key: a typed key, a raw uint32 key or an integer seed.
+
+    optax accepts a typed key or an integer seed; a raw key (``jax.random.PRNGKey``) is accepted too. Anything
+    else is :func:`~gradflow.validation.check_prng_key`'s error.
+    """
+    if _is_seed(key):
         typed = jax.random.key(key)
-    elif dtype == jnp.uint32 and jnp.ndim(key) == 1:  # a legacy raw key, jax.random.PRNGKey(seed)
-        typed = jax.random.wrap_key_data(jnp.asarray(key))
     else:
-        raise ValueError(
-            f"add_noise: key must be an integer seed, a jax.random.key or a raw uint32 key, got an array of "
-            f"shape {jnp.shape(key)} and dtype {dtype}"
-        )
+        check_prng_key("add_noise", name, key)
+        typed = key if _is_key_array(key) else jax.random.wrap_key_data(jnp.asarray(key))
+    if jnp.shape(typed) != ():
+        raise ValueError(f"add_noise: {name} must be a single PRNG key (shape ()), got shape {jnp.shape(typed)}")
     return jax.random.key_data(typed), str(jax.random.key_impl(typed))
 
 
@@ -176,5 +179,5 @@ def add_noise(eta: Any, gamma: Any, key: Any = None, *, seed: Any = None) -> Add
         key = 0
     if key is not None and seed is not None:
         raise ValueError("add_noise: pass only one of key and seed")
-    data, impl = _key_data(key if key is not None else seed)
+    data, impl = _key_data("key", key) if key is not None else _key_data("seed", seed)
     return AddNoise(eta, gamma, data, impl)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from gradflow import tree
-from gradflow.core import EmptyState, Transform, pytree_dataclass
+from gradflow.core import NONNEGATIVE, EmptyState, Interval, Transform, hyperparameter, pytree_dataclass
 from gradflow.validation import check_nonnegative, check_range
 
 __all__ = ["NormalizeByUpdateNorm", "normalize_by_update_norm", "squared_norm"]
@@ -58,8 +58,8 @@ class NormalizeByUpdateNorm(Transform):
       Array([1.2, 1.6], dtype=float32)
     """
 
-    scale_factor: Any = 1.0
-    eps: Any = 1e-6
+    scale_factor: Any = hyperparameter(Interval(-math.inf, math.inf, low_open=True), default=1.0)
+    eps: Any = hyperparameter(NONNEGATIVE, default=1e-6)
 
     def init(self, params: Any) -> Any:
         return EmptyState()

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradflow import tree
-from gradflow.core import Transform, pytree_dataclass
+from gradflow.core import NONNEGATIVE, UNIT_CLOSED, Interval, Transform, hyperparameter, pytree_dataclass
 from gradflow.validation import check_nonnegative, check_range
 
 __all__ = ["ReduceOnPlateau", "ReduceOnPlateauState", "reduce_on_plateau"]
@@ -84,13 +84,13 @@ class ReduceOnPlateau(Transform):
       Array([0.5, 0.5], dtype=float32)
     """
 
-    factor: Any = 0.1
+    factor: Any = hyperparameter(Interval(0.0, 1.0, low_open=True, high_open=False), default=0.1, outside="nan_updates")
     patience: Any = 10
-    rtol: Any = 1e-4
-    atol: Any = 0.0
+    rtol: Any = hyperparameter(UNIT_CLOSED, default=1e-4, outside="nan_updates")
+    atol: Any = hyperparameter(NONNEGATIVE, default=0.0, outside="nan_updates")
     cooldown: Any = 0
     accumulation_size: Any = 1
-    min_scale: Any = 0.0
+    min_scale: Any = hyperparameter(UNIT_CLOSED, default=0.0, outside="nan_updates")
 
     def init(self, params: Any) -> Any:
         dtype = _state_dtype(params)
@@ -110,8 +110,7 @@ class ReduceOnPlateau(Transform):
                 "reduce_on_plateau: update needs the monitored metric as the value= extra argument, "
                 "e.g. tx.update(grads, state, params, value=loss)"
             )
-        if jnp.ndim(value) != 0:
-            raise ValueError(f"reduce_on_plateau: value must be a scalar, got shape {jnp.shape(value)}")
+        value = tree.check_value("reduce_on_plateau", value)
         if not isinstance(state, ReduceOnPlateauState):
             raise ValueError(
                 f"reduce_on_plateau: state must be the ReduceOnPlateauState that init returned, "

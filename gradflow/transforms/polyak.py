@@ -21,9 +21,19 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-from gradflow.core import EmptyState, Transform, pytree_dataclass, static_field
+from gradflow import tree
+from gradflow.core import (
+    NONNEGATIVE,
+    REAL,
+    EmptyState,
+    Interval,
+    Transform,
+    hyperparameter,
+    pytree_dataclass,
+    static_field,
+)
 from gradflow.transforms.normalize import safe_sqrt, scale_tree, squared_norm
-from gradflow.validation import check_number, check_range
+from gradflow.validation import check_choice, check_number, check_range
 
 __all__ = ["ScaleByClippedPolyak", "ScaleByPolyak", "scale_by_clipped_polyak", "scale_by_polyak"]
 
@@ -37,9 +47,7 @@ def _gap(owner: str, value: Any, f_min: Any, variant: str, norm_dtype: Any) -> j
             f"{owner} needs the loss at params: call update(grads, state, params, value=loss(params)) "
             "(the extra argument `value`)"
         )
-    value = jnp.asarray(value)
-    if value.shape != ():
-        raise ValueError(f"{owner}: value must be a scalar (the loss at params), got shape {value.shape}")
+    value = tree.check_value(owner, value)
     dtype = jnp.promote_types(norm_dtype, value.dtype)
     gap = value.astype(dtype) - jnp.asarray(f_min).astype(dtype)
     return jnp.maximum(gap, 0) if variant == "sps+" else gap
@@ -59,9 +67,9 @@ class ScaleByPolyak(Transform):
       Array([0.6, 0.8], dtype=float32)
     """
 
-    f_min: Any = 0.0
-    max_learning_rate: Any = 1.0
-    eps: Any = 0.0
+    f_min: Any = hyperparameter(REAL, default=0.0)
+    max_learning_rate: Any = hyperparameter(Interval(0.0, math.inf, high_open=False), default=1.0)
+    eps: Any = hyperparameter(NONNEGATIVE, default=0.0)
     variant: Literal["sps", "sps+"] = static_field(default="sps")
 
     def init(self, params: Any) -> Any:
@@ -91,8 +99,8 @@ class ScaleByClippedPolyak(Transform):
       Array([1.2, 1.6], dtype=float32)
     """
 
-    f_min: Any = 0.0
-    max_inverse_norm: Any = 1000.0
+    f_min: Any = hyperparameter(REAL, default=0.0)
+    max_inverse_norm: Any = hyperparameter(Interval(0.0, math.inf, low_open=True, high_open=False), default=1000.0)
 
     def init(self, params: Any) -> Any:
         return EmptyState()
@@ -109,8 +117,7 @@ class ScaleByClippedPolyak(Transform):
 
 
 def _check_variant(owner: str, variant: str) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"{owner}: variant must be 'sps' or 'sps+', got {variant!r}")
+    check_choice(owner, "variant", variant, VARIANTS)
 
 
 def scale_by_polyak(

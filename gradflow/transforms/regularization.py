@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradflow import tree
-from gradflow.core import EmptyState, Transform, pytree_dataclass, static_field
+from gradflow.core import NONNEGATIVE, EmptyState, Transform, hyperparameter, pytree_dataclass, static_field
 from gradflow.layout import composite
 from gradflow.validation import check_nonnegative
 
@@ -33,7 +33,8 @@ class FrozenMask:
     leaves: tuple[bool, ...] = static_field(default=())
 
     @classmethod
-    def of(cls, mask: Any) -> FrozenMask | None:
+    def of(cls, mask: Any, owner: str = "add_decayed_weights", name: str = "mask") -> FrozenMask | None:
+        """The mask frozen; ``TypeError`` naming ``owner`` and the argument ``name`` for a leaf that is no bool."""
         if mask is None:
             return None
         if callable(mask):
@@ -41,7 +42,7 @@ class FrozenMask:
         leaves, treedef = jax.tree.flatten(mask)
         for leaf in leaves:
             if not isinstance(leaf, (bool, jnp.bool_)):
-                raise TypeError(f"mask leaves must be Python booleans, got {leaf!r}")
+                raise TypeError(f"{owner}: {name} leaves must be Python booleans, got {leaf!r}")
         return cls(treedef=treedef, leaves=tuple(bool(x) for x in leaves))
 
     def resolve(self, params: Any) -> list[Any]:
@@ -65,7 +66,7 @@ def _is_concrete(x: Any) -> bool:
 class AddDecayedWeights(Transform):
     """Decoupled weight decay: u ← u + weight_decay · θ (Loshchilov & Hutter, 2019), where ``mask`` is true."""
 
-    weight_decay: Any
+    weight_decay: Any = hyperparameter(NONNEGATIVE)
     mask: FrozenMask | None = static_field(default=None)
 
     def init(self, params: Any) -> Any:
@@ -95,14 +96,16 @@ ClipState = EmptyState
 class ClipByGlobalNorm(Transform):
     """Rescale so that the global norm is at most max_norm: u ← u · max_norm / max(‖u‖, max_norm).
 
-    ‖u‖ is the Euclidean norm of all leaves together (Pascanu et al., 2013). Where the sum of squares
-    overflows while every entry is finite, the norm is recomputed on the updates divided by their largest
-    magnitude. Where the norm is NaN or infinite, the updates are replaced by zeros: a NaN never passes
-    through the clip into the parameters (optax returns NaN updates there). The state is optax's empty
-    ``ClipState``; to count (and skip) such steps, wrap the optimizer in :func:`gradflow.apply_if_finite`.
+    ‖u‖ is the Euclidean norm of all leaves together (Pascanu et al., 2013), summed in at least float32
+    (the updates keep their dtype); a norm within max_norm, zero included, leaves the updates as they are,
+    so max_norm = 0 on a zero gradient gives zeros, not 0/0. Where the sum of squares overflows while every
+    entry is finite, the norm is recomputed on the updates divided by their largest part. Where the norm is
+    NaN or infinite, the updates are replaced by zeros: a NaN never passes through the clip into the
+    parameters (optax returns NaN updates there). The state is optax's empty ``ClipState``; to count (and
+    skip) such steps, wrap the optimizer in :func:`gradflow.apply_if_finite`.
     """
 
-    max_norm: Any
+    max_norm: Any = hyperparameter(NONNEGATIVE)
 
     def init(self, params: Any) -> Any:
         return EmptyState()
@@ -114,17 +117,33 @@ class ClipByGlobalNorm(Transform):
         # One scalar factor, multiplied into each leaf: XLA fuses the product into every consumer of the
         # clipped updates instead of materialising a divided copy of each leaf (half the time of a
         # per-leaf ``u / norm`` before Adam on a 16M-element leaf).
-        factor = jnp.where(norm < self.max_norm, 1.0, self.max_norm / norm)
-        clipped = tree.map(lambda u: jnp.where(finite, u * factor.astype(u.dtype), 0).astype(u.dtype), updates)
-        return clipped, state
+        # ``<=``: a zero norm with max_norm = 0 keeps the (zero) updates instead of dividing 0 by 0; the inner
+        # where keeps the unused branch finite, so that derivatives through it are not NaN either.
+        within = norm <= self.max_norm
+        factor = jnp.where(within, 1.0, self.max_norm / jnp.where(within, 1.0, norm))
+        return tree.map(lambda u: _scaled(u, factor, finite), updates), state
+
+
+def _scaled(u: Any, factor: jax.Array, finite: jax.Array) -> jax.Array:
+    """``factor · u`` (zeros where the norm is not finite), multiplied in at least float32, in ``u``'s dtype."""
+    u = jnp.asarray(u)
+    wide = jnp.promote_types(u.dtype, factor.dtype)
+    return jnp.where(finite, u.astype(wide) * factor.astype(wide), 0).astype(u.dtype)
 
 
 def _rescaled_global_norm(updates: Any, dtype: Any) -> jax.Array:
-    """‖u‖ as m·‖u/m‖ with m the largest |entry|: no overflow in the squares (NaN if an entry is not finite)."""
+    """‖u‖ as m·‖u/m‖ with m the largest part of an entry: no overflow in the squares (NaN if one is not finite)."""
     leaves = [u for u in jax.tree.leaves(updates) if u is not None]
-    largest = jnp.max(jnp.stack([jnp.max(jnp.abs(u)).astype(jnp.float32) for u in leaves]))
-    scaled = tree.global_norm([u.astype(jnp.float32) / largest for u in leaves])
+    largest = jnp.max(jnp.stack([_largest_part(u).astype(dtype) for u in leaves]))
+    scaled = tree.global_norm([jnp.asarray(u) / largest for u in leaves])  # complex entries stay complex
     return (largest * scaled).astype(dtype)
+
+
+def _largest_part(u: Any) -> jax.Array:
+    """max |x| over the real and imaginary parts of the entries (|x| itself may overflow); 0 for no entries."""
+    u = jnp.asarray(u)
+    parts = jnp.maximum(jnp.abs(u.real), jnp.abs(u.imag)) if jnp.iscomplexobj(u) else jnp.abs(u)
+    return jnp.max(parts, initial=0)
 
 
 def add_decayed_weights(weight_decay: Any = 0.0, mask: Any = None) -> Transform:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -9,8 +10,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradflow import tree
-from gradflow.core import Schedule, Transform, is_schedule_like, pytree_dataclass, static_field
-from gradflow.validation import check_learning_rate, check_nonnegative, check_range
+from gradflow.core import (
+    NONNEGATIVE,
+    UNIT_CLOSED,
+    Interval,
+    Schedule,
+    Transform,
+    hyperparameter,
+    is_schedule_like,
+    pytree_dataclass,
+    static_field,
+)
+from gradflow.validation import check_flag, check_learning_rate, check_nonnegative, check_range
 
 __all__ = ["ScaleByRprop", "ScaleByRpropState", "check_rprop_hyperparameters", "scale_by_rprop"]
 
@@ -51,17 +62,18 @@ class ScaleByRprop(Transform):
       (True, True)
     """
 
-    learning_rate: Any
-    eta_minus: Any = 0.5
-    eta_plus: Any = 1.2
-    min_step_size: Any = 1e-6
-    max_step_size: Any = 50.0
+    learning_rate: Any = hyperparameter(NONNEGATIVE)
+    eta_minus: Any = hyperparameter(UNIT_CLOSED, default=0.5)
+    eta_plus: Any = hyperparameter(Interval(1.0, math.inf), default=1.2)
+    min_step_size: Any = hyperparameter(NONNEGATIVE, default=1e-6)
+    max_step_size: Any = hyperparameter(NONNEGATIVE, default=50.0)
     weight_backtracking: bool = static_field(default=False)
 
     def init(self, params: Any) -> Any:
         return ScaleByRpropState(tree.full_like(params, self.learning_rate), tree.zeros_like(params))
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
+        tree.check_real_leaves("scale_by_rprop", updates, "updates", "its step sizes follow sign changes")
         eta_minus, eta_plus = jnp.asarray(self.eta_minus), jnp.asarray(self.eta_plus)
         low, high = jnp.asarray(self.min_step_size), jnp.asarray(self.max_step_size)
 
@@ -151,7 +163,14 @@ def scale_by_rprop(
       [0.144, 0.05]
     """
     check_rprop_hyperparameters("scale_by_rprop", learning_rate, eta_minus, eta_plus, min_step_size, max_step_size)
-    return ScaleByRprop(learning_rate, eta_minus, eta_plus, min_step_size, max_step_size, bool(weight_backtracking))
+    return ScaleByRprop(
+        learning_rate,
+        eta_minus,
+        eta_plus,
+        min_step_size,
+        max_step_size,
+        check_flag("scale_by_rprop", "weight_backtracking", weight_backtracking),
+    )
 
 
 def check_rprop_hyperparameters(

@@ -11,7 +11,14 @@ from typing import Any, NamedTuple
 
 import jax
 
-from gradflow.core import Transform, chain, identity
+from gradflow.core import (
+    NONNEGATIVE,
+    UNIT,
+    Transform,
+    chain,
+    identity,
+    name_arguments,
+)
 from gradflow.layout import OWN_COUNT, composite
 from gradflow.transforms.combine import difference, interpolate, ratio
 from gradflow.transforms.elementwise import absolute, clip, root, scale, shift, sign, square, tanh
@@ -24,7 +31,7 @@ from gradflow.transforms.moments import (
     scale_by_update_rms,
 )
 from gradflow.transforms.moments import bias_correction as _bias_correction
-from gradflow.validation import check_nonnegative, check_range
+from gradflow.validation import check_all, check_choice, check_flag, check_number
 
 __all__ = [
     "ScaleByAdaDeltaState",
@@ -161,19 +168,14 @@ class ScaleByAdaDeltaState(NamedTuple):
     e_x: Any
 
 
-def _check_unit(owner: str, **values: Any) -> None:
-    for name, value in values.items():
-        check_range(owner, name, value, 0.0, 1.0)
-
-
-def _check_eps(owner: str, **values: Any) -> None:
-    for name, value in values.items():
-        check_nonnegative(owner, name, value)
-
-
 def _check_dtypes(owner: str, **dtypes: Any) -> None:
     for name, dtype in dtypes.items():
         canonical_dtype(dtype, owner, name)
+
+
+def _eps_field(eps_in_sqrt: bool) -> str:
+    """The field of :func:`_root` that holds ``eps``."""
+    return ":eps_root" if eps_in_sqrt else "inner.second:eps"
 
 
 def _root(eps: Any, eps_in_sqrt: bool) -> Transform:
@@ -203,9 +205,10 @@ def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7) -> Trans
       [1.0, -1.0]
       [0.7071, -0.7071]
     """
-    _check_eps("scale_by_rss", initial_accumulator_value=initial_accumulator_value, eps=eps)
+    check_all("scale_by_rss", NONNEGATIVE, initial_accumulator_value=initial_accumulator_value, eps=eps)
     inner = ratio(identity(), chain(square(), accumulate(initial_accumulator_value), root(eps_root=eps)))
-    return composite(inner, ScaleByRssState, sum_of_squares="1.1.total")
+    tx = composite(inner, ScaleByRssState, sum_of_squares="1.1.total")
+    return name_arguments(tx, initial_accumulator_value=":initial", eps=":eps_root")
 
 
 def scale_by_rms(
@@ -236,13 +239,16 @@ def scale_by_rms(
       >>> tx.update(g, tx.init(g))[0]  # s = 0.25·4 = 1, so u = g
       Array([ 2., -2.], dtype=float32)
     """
-    _check_unit("scale_by_rms", decay=decay)
-    _check_eps("scale_by_rms", eps=eps, initial_scale=initial_scale)
+    check_all("scale_by_rms", UNIT, decay=decay)
+    eps_in_sqrt = check_flag("scale_by_rms", "eps_in_sqrt", eps_in_sqrt)
+    bias_correction = check_flag("scale_by_rms", "bias_correction", bias_correction)
+    check_all("scale_by_rms", NONNEGATIVE, eps=eps, initial_scale=initial_scale)
     debias = [_bias_correction(decay)] if bias_correction else []
     inner = ratio(identity(), chain(square(), ewma(decay, initial=initial_scale), *debias, _root(eps, eps_in_sqrt)))
+    arguments = {"decay": ":decay", "eps": _eps_field(eps_in_sqrt), "initial_scale": ":initial"}
     if bias_correction:
-        return composite(inner, ScaleByRmsWithCountState, count="1.2.count", nu="1.1.mean")
-    return composite(inner, ScaleByRmsState, nu="1.1.mean")
+        return name_arguments(composite(inner, ScaleByRmsWithCountState, count="1.2.count", nu="1.1.mean"), **arguments)
+    return name_arguments(composite(inner, ScaleByRmsState, nu="1.1.mean"), **arguments)
 
 
 def scale_by_stddev(
@@ -275,23 +281,33 @@ def scale_by_stddev(
       >>> tx.update(g, tx.init(g))[0]  # E[g²] − E[g]² = 0.5·4 − 1² = 1, so u = g
       Array([ 2., -2.], dtype=float32)
     """
-    _check_unit("scale_by_stddev", decay=decay)
-    _check_eps("scale_by_stddev", eps=eps, initial_scale=initial_scale)
+    check_all("scale_by_stddev", UNIT, decay=decay)
+    eps_in_sqrt = check_flag("scale_by_stddev", "eps_in_sqrt", eps_in_sqrt)
+    bias_correction = check_flag("scale_by_stddev", "bias_correction", bias_correction)
+    check_all("scale_by_stddev", NONNEGATIVE, eps=eps, initial_scale=initial_scale)
     debias = [_bias_correction(decay)] if bias_correction else []
     variance = difference(
         chain(square(), ewma(decay, initial=initial_scale), *debias),
         chain(ewma(decay), *debias, square()),
     )
     inner = ratio(identity(), chain(variance, _root(eps, eps_in_sqrt)))
+    arguments = {
+        "decay": ":decay",
+        "eps": _eps_field(eps_in_sqrt),
+        "initial_scale": "inner.second.transforms.0.first:initial",
+    }
     if bias_correction:
-        return composite(
-            inner,
-            ScaleByRStdDevWithCountState,
-            count=("1.0.0.2.count", "1.0.1.1.count"),
-            mu="1.0.1.0.mean",
-            nu="1.0.0.1.mean",
+        return name_arguments(
+            composite(
+                inner,
+                ScaleByRStdDevWithCountState,
+                count=("1.0.0.2.count", "1.0.1.1.count"),
+                mu="1.0.1.0.mean",
+                nu="1.0.0.1.mean",
+            ),
+            **arguments,
         )
-    return composite(inner, ScaleByRStdDevState, mu="1.0.1.0.mean", nu="1.0.0.1.mean")
+    return name_arguments(composite(inner, ScaleByRStdDevState, mu="1.0.1.0.mean", nu="1.0.0.1.mean"), **arguments)
 
 
 def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> Transform:
@@ -315,11 +331,12 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> Transform:
       >>> [round(float(x), 4) for x in tx.update(g, tx.init(g))[0]]  # √(0 + 1)/√(0.5·16 + 1)·g
       [1.3333, -1.3333]
     """
-    _check_unit("scale_by_adadelta", rho=rho)
-    _check_eps("scale_by_adadelta", eps=eps)
+    check_all("scale_by_adadelta", UNIT, rho=rho)
+    check_all("scale_by_adadelta", NONNEGATIVE, eps=eps)
     mean_square = ratio(identity(), chain(square(), ewma(rho), root(eps_root=eps)))  # scale_by_rms(rho, eps)
     inner = chain(mean_square, scale_by_update_rms(rho, eps))
-    return composite(inner, ScaleByAdaDeltaState, e_g="0.1.1.mean", e_x="1.mean_square")
+    tx = composite(inner, ScaleByAdaDeltaState, e_g="0.1.1.mean", e_x="1.mean_square")
+    return name_arguments(tx, rho=":decay", eps=(":eps_root", "inner.transforms.1:eps"))
 
 
 def _first_moment(b1: Any, mu_dtype: Any, nesterov: bool) -> Transform:
@@ -363,15 +380,17 @@ def scale_by_adam(
       >>> [round(float(x), 4) for x in tx.update(g, tx.init(g))[0]]  # the first direction is sign(g)
       [1.0, -1.0]
     """
-    _check_unit("scale_by_adam", b1=b1, b2=b2)
-    _check_eps("scale_by_adam", eps=eps, eps_root=eps_root)
+    check_all("scale_by_adam", UNIT, b1=b1, b2=b2)
+    nesterov = check_flag("scale_by_adam", "nesterov", nesterov)
+    check_all("scale_by_adam", NONNEGATIVE, eps=eps, eps_root=eps_root)
     _check_dtypes("scale_by_adam", mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     inner = ratio(
         _first_moment(b1, mu_dtype, nesterov),
         chain(square(), ewma(b2, dtype=nu_dtype), _bias_correction(b2), root(eps=eps, eps_root=eps_root)),
     )
     first = ("0.0.0", ("0.0.1.count", "0.1.count")) if nesterov else ("0.0", ("0.1.count",))
-    return composite(inner, ScaleByAdamState, count=(*first[1], "1.2.count"), mu=f"{first[0]}.mean", nu="1.1.mean")
+    tx = composite(inner, ScaleByAdamState, count=(*first[1], "1.2.count"), mu=f"{first[0]}.mean", nu="1.1.mean")
+    return name_arguments(tx, b1=("inner.first:decay", "inner.first:weight"), b2="inner.second:decay")
 
 
 def scale_by_amsgrad(
@@ -416,8 +435,10 @@ def scale_by_amsgrad(
       [1.0, 1.0]
       [0.5, 1.1547]
     """
-    _check_unit("scale_by_amsgrad", b1=b1, b2=b2)
-    _check_eps("scale_by_amsgrad", eps=eps, eps_root=eps_root)
+    check_all("scale_by_amsgrad", UNIT, b1=b1, b2=b2)
+    bias_correction_mu = check_flag("scale_by_amsgrad", "bias_correction_mu", bias_correction_mu)
+    bias_correction_nu = check_flag("scale_by_amsgrad", "bias_correction_nu", bias_correction_nu)
+    check_all("scale_by_amsgrad", NONNEGATIVE, eps=eps, eps_root=eps_root)
     _check_dtypes("scale_by_amsgrad", mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     mu_debias = [_bias_correction(b1)] if bias_correction_mu else []
     nu_debias = [_bias_correction(b2)] if bias_correction_nu else []
@@ -426,7 +447,8 @@ def scale_by_amsgrad(
         chain(square(), ewma(b2, dtype=nu_dtype), *nu_debias, running_max(), root(eps=eps, eps_root=eps_root)),
     )
     counts = ("0.1.count",) * bool(mu_debias) + ("1.2.count",) * bool(nu_debias)
-    return composite(
+    b2_fields = ("inner.second.transforms.1:decay", "inner.second.transforms.2:decay")[: 1 + len(nu_debias)]
+    tx = composite(
         inner,
         ScaleByAmsgradState,
         count=counts or OWN_COUNT,
@@ -434,6 +456,7 @@ def scale_by_amsgrad(
         nu="1.1.mean",
         nu_max=f"1.{2 + len(nu_debias)}.maximum",
     )
+    return name_arguments(tx, b1="inner.first:decay", b2=b2_fields)
 
 
 def scale_by_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> Transform:
@@ -459,10 +482,11 @@ def scale_by_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> Transfor
       [1.0, -1.0]
       [1.2105, -1.0]
     """
-    _check_unit("scale_by_adamax", b1=b1, b2=b2)
-    _check_eps("scale_by_adamax", eps=eps)
+    check_all("scale_by_adamax", UNIT, b1=b1, b2=b2)
+    check_all("scale_by_adamax", NONNEGATIVE, eps=eps)
     inner = ratio(chain(ewma(b1), _bias_correction(b1)), chain(absolute(), shift(eps), running_max(b2)))
-    return composite(inner, ScaleByAdamState, count="0.1.count", mu="0.0.mean", nu="1.2.maximum")
+    tx = composite(inner, ScaleByAdamState, count="0.1.count", mu="0.0.mean", nu="1.2.maximum")
+    return name_arguments(tx, b1="inner.first:decay", b2="inner.second:decay", eps="inner.second:offset")
 
 
 def scale_by_lion(
@@ -497,12 +521,14 @@ def scale_by_lion(
       (Array([ 1., -1.], dtype=float32), [0.005, -0.02])
     """
     _check_dtypes("scale_by_lion", mu_dtype=mu_dtype)
+    check_number("scale_by_lion", "smooth_beta", smooth_beta)
     modes: dict[str, list[Transform]] = {
         "hard": [sign()],
         "smooth": [scale(smooth_beta), tanh()],
         "refined": [clip(1.0)],
     }
-    if mode not in modes:
-        raise ValueError(f"scale_by_lion: mode must be one of {sorted(modes)}, got {mode!r}")
+    check_choice("scale_by_lion", "mode", mode, modes)
     inner = chain(interpolated_momentum(b1, b2, mu_dtype), *modes[mode])
-    return composite(inner, ScaleByLionState, count=OWN_COUNT, mu="0.mean")
+    return name_arguments(
+        composite(inner, ScaleByLionState, count=OWN_COUNT, mu="0.mean"), smooth_beta="inner.transforms.1:step_size"
+    )

@@ -21,10 +21,13 @@ import jax.numpy as jnp
 
 from gradflow import tree
 from gradflow.core import (
+    NONNEGATIVE,
     ForeignTransform,
+    Interval,
     Schedule,
     Transform,
     evaluates_own_schedules,
+    hyperparameter,
     pytree_dataclass,
     static_field,
 )
@@ -110,10 +113,11 @@ class ScheduleFree(Transform):
     """
 
     base_optimizer: Transform
-    learning_rate: Any
-    b1: Any = 0.9
-    weight_lr_power: Any = 2.0
+    learning_rate: Any = hyperparameter(NONNEGATIVE)
+    b1: Any = hyperparameter(Interval(0.0, 1.0, low_open=True, high_open=False), default=0.9)
+    weight_lr_power: Any = hyperparameter(NONNEGATIVE, default=2.0)
     state_dtype: Any = static_field(default=None)
+    arguments: tuple[tuple[str, tuple[str, ...]], ...] = static_field(default=())
 
     @evaluates_own_schedules
     def init(self, params: Any) -> Any:
@@ -133,7 +137,7 @@ class ScheduleFree(Transform):
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         if params is None:
             raise ValueError("schedule_free needs the parameters (the current y): call update(grads, state, params)")
-        dtype = state.weight_sum.dtype
+        dtype = tree.check_state("schedule_free", state, ScheduleFreeState).weight_sum.dtype
         b1 = jnp.asarray(self.b1).astype(dtype)
         learning_rate = self.learning_rate
         if isinstance(learning_rate, Schedule):  # read at t, from 1: one step ahead of a base optimizer's count

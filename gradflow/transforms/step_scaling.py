@@ -72,7 +72,8 @@ class ScaleBySchedule(Transform):
 
     @_schedules_evaluated_here
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
-        step_size = self.step_size_fn(state.count)
+        updates = tree.check_updates(updates)  # errors that name the key path
+        step_size = self.step_size_fn(tree.check_state("scale_by_schedule", state, ScaleByScheduleState).count)
         # as optax: the step size is rounded to each update's dtype before the product
         out = tree.map(lambda u: jnp.asarray(step_size, dtype=jnp.result_type(u)) * u, updates)
         return out, ScaleByScheduleState(tree.saturating_increment(state.count))

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradflow import tree
-from gradflow.core import EmptyState, Transform, pytree_dataclass, static_field
+from gradflow.core import NONNEGATIVE, EmptyState, Transform, hyperparameter, pytree_dataclass, static_field
 from gradflow.transforms.clipping import compute_dtype, squared_norm
 from gradflow.transforms.regularization import FrozenMask
 from gradflow.validation import check_nonnegative
@@ -105,9 +105,9 @@ class ScaleByTrustRatio(Transform):
       Array([0.5, 0. ], dtype=float32)
     """
 
-    min_norm: Any = 0.0
-    trust_coefficient: Any = 1.0
-    eps: Any = 0.0
+    min_norm: Any = hyperparameter(NONNEGATIVE, default=0.0)
+    trust_coefficient: Any = hyperparameter(NONNEGATIVE, default=1.0)
+    eps: Any = hyperparameter(NONNEGATIVE, default=0.0)
     mask: FrozenMask | None = static_field(default=None)
 
     def init(self, params: Any) -> Any:

@@ -15,7 +15,6 @@ from gradflow.core import ForeignTransform, Transform
 __all__ = [
     "LeafSpec",
     "as_transform",
-    "check_positive_int",
     "find_one_state",
     "find_states",
     "is_none",
@@ -38,15 +37,6 @@ def as_transform(owner: str, tx: Any, name: str = "inner") -> Transform:
     if callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None)):
         return ForeignTransform(tx)
     raise TypeError(f"{owner}: {name} must be a transform with init and update methods, got {type(tx).__name__}")
-
-
-def check_positive_int(owner: str, name: str, value: Any) -> int:
-    """Accept a Python (or NumPy) integer >= 1; it is a static structural choice, not a leaf."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{owner}: {name} must be an integer >= 1, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{owner}: {name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def leaves_of(structure: Any, other: Any, names: tuple[str, str]) -> list[Any]:

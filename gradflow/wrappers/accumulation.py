@@ -13,7 +13,8 @@ from gradflow import tree
 from gradflow.core import Transform, pytree_dataclass, static_field
 from gradflow.protocol import ShouldSkipUpdateFunction
 from gradflow.transforms.moments import canonical_dtype
-from gradflow.wrappers._common import as_transform, check_positive_int, is_none
+from gradflow.validation import check_choice, check_flag, check_integer
+from gradflow.wrappers._common import as_transform, is_none
 
 __all__ = ["MultiSteps", "MultiStepsState", "multi_steps"]
 
@@ -47,12 +48,9 @@ class MultiStepsState(NamedTuple):
 
 def _check_every_k(owner: str, every_k_schedule: Any) -> Any:
     """An integer >= 1 (as a Python int), or a function of the gradient step (returned as it is)."""
-    if isinstance(every_k_schedule, (jax.Array, np.ndarray)) and not isinstance(every_k_schedule, jax.core.Tracer):
-        if every_k_schedule.shape == () and jnp.issubdtype(every_k_schedule.dtype, jnp.integer):
-            every_k_schedule = int(every_k_schedule)
     if callable(every_k_schedule) and not isinstance(every_k_schedule, (int, np.integer)):
         return every_k_schedule
-    return check_positive_int(owner, "every_k_schedule", every_k_schedule)
+    return check_integer(owner, "every_k_schedule", every_k_schedule, low=1)
 
 
 @pytree_dataclass
@@ -93,9 +91,7 @@ class MultiSteps(Transform):
         if not isinstance(self.opt, Transform):
             object.__setattr__(self, "opt", as_transform("MultiSteps", self.opt, "opt"))
         object.__setattr__(self, "every_k_schedule", _check_every_k("MultiSteps", self.every_k_schedule))
-        if not isinstance(self.use_grad_mean, (bool, np.bool_)):
-            raise TypeError(f"MultiSteps: use_grad_mean must be a bool, got {self.use_grad_mean!r}")
-        object.__setattr__(self, "use_grad_mean", bool(self.use_grad_mean))
+        object.__setattr__(self, "use_grad_mean", check_flag("MultiSteps", "use_grad_mean", self.use_grad_mean))
         if self.should_skip_update_fn is not None and not callable(self.should_skip_update_fn):
             raise TypeError(
                 f"MultiSteps: should_skip_update_fn must be None or a function "
@@ -149,6 +145,8 @@ class MultiSteps(Transform):
         return MultiStepsState(zero, zero, self.opt.init(params), acc, skip_state)
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
+        updates = tree.check_updates(updates, params)  # errors that name the key path
+        tree.check_state("multi_steps", state, MultiStepsState)
         if callable(self.every_k_schedule):
             k = jnp.asarray(self.every_k_schedule(state.gradient_step)).astype(jnp.int32)
         else:
@@ -249,8 +247,7 @@ def multi_steps(
       (Array([0.], dtype=float32), Array([-0.2], dtype=float32))
     """
     every_k_schedule = _check_every_k("multi_steps", every_k_schedule)
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"multi_steps: reduction must be 'mean' or 'sum', got {reduction!r}")
+    check_choice("multi_steps", "reduction", reduction, ("mean", "sum"))
     accumulator_dtype = canonical_dtype(accumulator_dtype, "multi_steps", "accumulator_dtype")
     return MultiSteps(
         as_transform("multi_steps", inner),

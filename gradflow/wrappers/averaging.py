@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 
 from gradflow import tree
-from gradflow.core import Transform, pytree_dataclass, static_field
+from gradflow.core import UNIT, Transform, hyperparameter, pytree_dataclass, static_field
 from gradflow.transforms.moments import canonical_dtype
-from gradflow.validation import check_range
+from gradflow.validation import check_flag, check_range
 from gradflow.wrappers._common import find_one_state, is_none
 
 __all__ = ["AverageParams", "AverageParamsState", "average_params", "averaged_params"]
@@ -51,7 +51,7 @@ class AverageParams(Transform):
       (Array([1., 1.], dtype=float32), Array([0.5, 0.5], dtype=float32))
     """
 
-    decay: Any = None
+    decay: Any = hyperparameter(UNIT, default=None)
     debias: bool = static_field(default=False)
     accumulator_dtype: Any = static_field(default=None)
 
@@ -130,7 +130,11 @@ def average_params(decay: Any = None, *, debias: bool = False, accumulator_dtype
     """
     if decay is not None:
         check_range("average_params", "decay", decay, 0.0, 1.0)
-    return AverageParams(decay, bool(debias), canonical_dtype(accumulator_dtype, "average_params", "accumulator_dtype"))
+    return AverageParams(
+        decay,
+        check_flag("average_params", "debias", debias),
+        canonical_dtype(accumulator_dtype, "average_params", "accumulator_dtype"),
+    )
 
 
 def averaged_params(state: Any) -> Any:

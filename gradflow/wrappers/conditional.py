@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from gradflow import tree
 from gradflow.core import Transform, pytree_dataclass, static_field
+from gradflow.validation import check_flag
 from gradflow.wrappers._common import as_transform, is_none
 
 __all__ = [
@@ -113,6 +114,7 @@ class ConditionallyTransform(_Conditional):
         return ConditionallyTransformState(self.inner.init(params), jnp.zeros([], jnp.int32))
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
+        state = tree.check_state("conditionally_transform", state, ConditionallyTransformState)
         out, inner_state = self._run(updates, state.inner_state, state.step, params, extra)
         return out, ConditionallyTransformState(inner_state, tree.saturating_increment(state.step))
 
@@ -139,6 +141,7 @@ class ConditionallyMask(_Conditional):
         return ConditionallyMaskState(jnp.zeros([], jnp.int32), self.inner.init(params))
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
+        state = tree.check_state("conditionally_mask", state, ConditionallyMaskState)
         out, inner_state = self._run(updates, state.inner_state, state.step, params, extra)
         return out, ConditionallyMaskState(tree.saturating_increment(state.step), inner_state)
 
@@ -184,7 +187,9 @@ def conditionally_transform(
       10.0
     """
     return ConditionallyTransform(
-        _check("conditionally_transform", inner, should_transform_fn), should_transform_fn, bool(forward_extra_args)
+        _check("conditionally_transform", inner, should_transform_fn),
+        should_transform_fn,
+        check_flag("conditionally_transform", "forward_extra_args", forward_extra_args),
     )
 
 
@@ -218,5 +223,7 @@ def conditionally_mask(inner: Any, should_transform_fn: Any, forward_extra_args:
       -0.1
     """
     return ConditionallyMask(
-        _check("conditionally_mask", inner, should_transform_fn), should_transform_fn, bool(forward_extra_args)
+        _check("conditionally_mask", inner, should_transform_fn),
+        should_transform_fn,
+        check_flag("conditionally_mask", "forward_extra_args", forward_extra_args),
     )

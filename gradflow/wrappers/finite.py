@@ -6,10 +6,10 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gradflow import tree
 from gradflow.core import Transform, pytree_dataclass, static_field
+from gradflow.validation import check_choice, check_integer
 from gradflow.wrappers._common import as_transform, is_none
 
 __all__ = [
@@ -92,7 +92,8 @@ class ApplyIfFinite(Transform):
         return ApplyIfFiniteState(zero, jnp.array(True), zero, self.inner.init(params))
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
-        old = state.inner_state
+        updates = tree.check_updates(updates, params)  # errors that name the key path
+        old = tree.check_state("apply_if_finite", state, ApplyIfFiniteState).inner_state
         # Past the limit (only with after_limit="apply"), a non-finite step is applied: optax's rule.
         give_up = jnp.array(self.after_limit == "apply") & (
             tree.saturating_increment(state.notfinite_count) > self.max_consecutive_errors
@@ -204,22 +205,9 @@ def apply_if_finite(
       >>> updates, int(state.notfinite_count), int(state.total_notfinite)
       (Array([-0.1, -0.1], dtype=float32), 0, 1)
     """
-    limit = _check_nonnegative_int("apply_if_finite", "max_consecutive_errors", max_consecutive_errors)
-    if after_limit not in ("skip", "apply"):
-        raise ValueError(f"apply_if_finite: after_limit must be 'skip' or 'apply', got {after_limit!r}")
+    limit = check_integer("apply_if_finite", "max_consecutive_errors", max_consecutive_errors, low=0)
+    check_choice("apply_if_finite", "after_limit", after_limit, ("skip", "apply"))
     return ApplyIfFinite(as_transform("apply_if_finite", inner), limit, after_limit)
-
-
-def _check_nonnegative_int(owner: str, name: str, value: Any) -> int:
-    """A Python or NumPy integer, or a concrete integer array of shape (), that is >= 0."""
-    if isinstance(value, (jax.Array, np.ndarray)) and not isinstance(value, jax.core.Tracer):
-        if value.shape == () and jnp.issubdtype(value.dtype, jnp.integer):
-            value = int(value)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{owner}: {name} must be an integer >= 0 (known when the transform is built), got {value!r}")
-    if value < 0:
-        raise ValueError(f"{owner}: {name} must be an integer >= 0, got {value!r}")
-    return int(value)
 
 
 def zero_nans() -> ZeroNans:

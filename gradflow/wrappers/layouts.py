@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradflow import tree
 from gradflow.core import Transform, pytree_dataclass
 from gradflow.wrappers._common import as_transform
 
@@ -48,6 +49,7 @@ class Flatten(Transform):
         return self.inner.init(_concatenate(params))
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
+        updates = tree.check_updates(updates, params)  # errors that name the key path
         flat_params = None if params is None else _concatenate(params)
         flat, state = self.inner.update(_concatenate(updates), state, flat_params, **extra)
         return _split_like(updates, flat), state

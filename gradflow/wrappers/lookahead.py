@@ -17,12 +17,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gradflow import tree
-from gradflow.core import Transform, pytree_dataclass, static_field
-from gradflow.validation import check_range
-from gradflow.wrappers._common import as_transform, check_positive_int, find_one_state, is_none
+from gradflow.core import UNIT_CLOSED, Transform, hyperparameter, pytree_dataclass, static_field
+from gradflow.validation import check_flag, check_integer, check_range
+from gradflow.wrappers._common import as_transform, find_one_state, is_none
 
 __all__ = ["Lookahead", "LookaheadParams", "LookaheadSlowState", "LookaheadState", "lookahead", "slow_params"]
 
@@ -132,7 +131,7 @@ class Lookahead(Transform):
     """
 
     fast_optimizer: Transform
-    slow_step_size: Any
+    slow_step_size: Any = hyperparameter(UNIT_CLOSED)
     sync_period: int = static_field()
     reset_state: bool = static_field(default=False)
 
@@ -228,14 +227,14 @@ def lookahead(fast_optimizer: Any, sync_period: int, slow_step_size: Any, reset_
       >>> theta, slow_params(state)
       (Array([1.], dtype=float32), Array([1.], dtype=float32))
     """
-    if isinstance(sync_period, (jax.Array, np.ndarray)) and not isinstance(sync_period, jax.core.Tracer):
-        if sync_period.shape == () and jnp.issubdtype(sync_period.dtype, jnp.integer):
-            sync_period = int(sync_period)
-    k = check_positive_int("lookahead", "sync_period", sync_period)
+    k = check_integer("lookahead", "sync_period", sync_period, low=1)
     check_range("lookahead", "slow_step_size", slow_step_size, 0.0, 1.0, high_open=False)
-    if not isinstance(reset_state, (bool, np.bool_)):
-        raise TypeError(f"lookahead: reset_state must be a bool, got {reset_state!r}")
-    return Lookahead(as_transform("lookahead", fast_optimizer, "fast_optimizer"), slow_step_size, k, bool(reset_state))
+    return Lookahead(
+        as_transform("lookahead", fast_optimizer, "fast_optimizer"),
+        slow_step_size,
+        k,
+        check_flag("lookahead", "reset_state", reset_state),
+    )
 
 
 def slow_params(state: Any) -> Any:

@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from gradflow import tree
-from gradflow.core import EmptyState, Transform, pytree_dataclass, static_field
+from gradflow.core import UNIT_CLOSED, EmptyState, Transform, hyperparameter, pytree_dataclass, static_field
 from gradflow.transforms.moments import EmaState, canonical_dtype
-from gradflow.validation import check_range
+from gradflow.validation import check_flag, check_range
 from gradflow.wrappers._common import as_transform
 
 __all__ = [
@@ -158,7 +158,7 @@ class MeasureWithEMA(Transform):
     """
 
     measure: Any = static_field()
-    decay: Any = 0.9
+    decay: Any = hyperparameter(UNIT_CLOSED, default=0.9, outside="nan_updates")
     debias: bool = static_field(default=True)
     accumulator_dtype: Any = static_field(default=None)
 
@@ -299,4 +299,4 @@ def measure_with_ema(
         raise TypeError(f"measure_with_ema: measure must be a function of the updates, got {measure!r}")
     check_range("measure_with_ema", "decay", decay, 0.0, 1.0, high_open=False)
     dtype = canonical_dtype(accumulator_dtype, "measure_with_ema", "accumulator_dtype")
-    return MeasureWithEMA(measure, decay, bool(debias), dtype)
+    return MeasureWithEMA(measure, decay, check_flag("measure_with_ema", "debias", debias), dtype)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
+from gradflow import tree
 from gradflow.core import Transform, pytree_dataclass, static_field
 from gradflow.wrappers._common import as_transform
 
@@ -32,6 +33,7 @@ class NamedChain(Transform):
         return collections.OrderedDict((name, tx.init(params)) for name, tx in zip(self.names, self.transforms))
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
+        updates = tree.check_updates(updates, params)  # errors that name the key path
         missing = [name for name in self.names if not hasattr(state, "keys") or name not in state]
         if missing:
             raise ValueError(

@@ -16,7 +16,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradflow import tree
 from gradflow.core import EmptyState, Transform, pytree_dataclass, static_field
+from gradflow.validation import check_flag
 from gradflow.wrappers._common import (
     LeafSpec,
     as_transform,
@@ -172,7 +174,7 @@ def _check_labels(
         others = f" (nor for the labels {', '.join(map(repr, rest))})" if rest else ""
         raise ValueError(
             f"{owner}: no transform for the label {label!r}{used_by}{others}; transforms are given for "
-            f"{', '.join(map(repr, given))}"
+            f"{', '.join(map(repr, given))} (param_labels must use only these labels)"
         )
     used = set(labels)
     unused = [label for label in given if label not in used]
@@ -222,7 +224,7 @@ class Partition(Transform):
         inner_states = {}
         for label, tx in zip(self.labels, self.transforms):
             chosen = [x == label for x in labels]
-            old_state = state.inner_states[label].inner_state
+            old_state = tree.check_state("partition", state, PartitionState).inner_states[label].inner_state
             updates, inner_state = _route(
                 tx, prefix, chosen, updates, old_state, params, extra, self.mask_compatible_extra_args
             )
@@ -259,7 +261,14 @@ class Masked(Transform):
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         prefix, chosen = self._resolve(updates)
         out, inner_state = _route(
-            self.inner, prefix, chosen, updates, state.inner_state, params, extra, self.mask_compatible_extra_args
+            self.inner,
+            prefix,
+            chosen,
+            updates,
+            tree.check_state(self.owner, state, MaskedState).inner_state,
+            params,
+            extra,
+            self.mask_compatible_extra_args,
         )
         return out, MaskedState(inner_state)
 
@@ -322,7 +331,9 @@ def partition(transforms: dict[Any, Any], param_labels: Any, *, mask_compatible_
     spec = LeafSpec.of("partition", "param_labels", param_labels, normalize_label)
     if spec.values is not None:
         _check_labels("partition", labels, spec.values, None)
-    return Partition(txs, labels, spec, bool(mask_compatible_extra_args))
+    return Partition(
+        txs, labels, spec, check_flag("partition", "mask_compatible_extra_args", mask_compatible_extra_args)
+    )
 
 
 def multi_transform(
@@ -375,7 +386,7 @@ def masked(inner: Any, mask: Any, *, mask_compatible_extra_args: bool = False) -
     return Masked(
         as_transform("masked", inner),
         LeafSpec.of("masked", "mask", mask, normalize_bool),
-        bool(mask_compatible_extra_args),
+        check_flag("masked", "mask_compatible_extra_args", mask_compatible_extra_args),
     )
 
 

@@ -608,11 +608,30 @@ def test_local_sgd_rejects_every_0():
         gd.LocalSGD(lsq_loss, gf.sgd(LR), every=0)
 
 
-@pytest.mark.parametrize("alpha", [0.0, 1.5])
-def test_easgd_rejects_alpha_outside_0_1(alpha):
-    """alpha must be in (0, 1]."""
-    with pytest.raises(ValueError, match="alpha"):
+@pytest.mark.parametrize("alpha", [0.0, 2 / 9, 0.5, 1.5])
+def test_easgd_rejects_alpha_outside_its_stability_bound(alpha):
+    """With n = 8 workers alpha must be in (0, 2/9): the elastic step scales the workers' mean minus the center
+    by 1 − 9·alpha."""
+    with pytest.raises(ValueError, match=r"alpha \(with n = 8 workers, stable for 0 < alpha < 2 / \(n \+ 1\)\) must "
+                                         r"be in \(0.0, 0.2222"):  # fmt: skip
         gd.ElasticAveraging(lsq_loss, gf.sgd(LR), alpha=alpha)
+
+
+def test_easgd_elastic_step_contracts_inside_the_bound_and_not_beyond():
+    """No gradient (learning rate 0): the gap between the workers' mean and the center shrinks by |1 − 9·alpha|
+    per synchronisation, so alpha = 0.2 (factor 0.8) converges; alpha = 2/9 exactly would oscillate forever."""
+
+    def loss(w, batch):
+        return jnp.mean(batch["x"]) * jnp.sum(w)
+
+    trainer = gd.ElasticAveraging(loss, gf.sgd(0.0), alpha=0.2)
+    workers = np.arange(N, dtype=np.float32).reshape(N, 1)  # worker k at k, the center at 0
+    state = trainer.init(jnp.zeros(1, jnp.float32))._replace(params=gd.shard_batch(workers, trainer.mesh))
+    gaps = []
+    for _ in range(3):
+        state, _ = trainer.step(state, {"x": np.zeros((N, 1), np.float32)})
+        gaps.append(float(np.mean(gd.to_host(state.params)) - gd.to_host(state.center)[0]))
+    np.testing.assert_allclose(np.array(gaps[1:]) / np.array(gaps[:-1]), [1 - 9 * 0.2] * 2, rtol=1e-5)
 
 
 def test_trainers_reject_an_axis_missing_from_the_mesh():
