@@ -36,8 +36,14 @@ from jax.sharding import PartitionSpec as P
 
 from gradflow import tree
 from gradflow.core import ForeignTransform, Transform, apply_updates, pytree_dataclass, static_field
-from gradflow.gradcheck import check_arity, check_scalar_output
-from gradflow.validation import check_callable, check_flag, check_integer, check_range
+from gradflow.validation import (
+    check_arity,
+    check_callable,
+    check_flag,
+    check_integer,
+    check_range,
+    check_scalar_output,
+)
 
 __all__ = [
     "DataParallel",

@@ -23,7 +23,6 @@ parameter moves by about h, as in coordinates mode, and the signal 2h·⟨∇L, 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -35,12 +34,14 @@ from jax.flatten_util import ravel_pytree
 
 from gradflow import tree
 from gradflow.validation import (
+    check_arity,
     check_callable,
     check_choice,
     check_integer,
     check_nonnegative,
     check_prng_key,
     check_range,
+    check_scalar_output,
 )
 
 __all__ = ["Finding", "GradCheckError", "GradCheckReport", "central_differences", "check_grads", "default_step"]
@@ -191,31 +192,6 @@ class _Layout:
 
     def leaf_slices(self) -> list[tuple[str, slice]]:
         return [(p, slice(o, o + math.prod(s))) for p, s, o in zip(self.paths, self.shapes, self.offsets)]
-
-
-def check_arity(owner: str, name: str, fn: Callable, call: str, count: int) -> None:
-    """Check that ``fn`` accepts ``count`` positional arguments (when its signature can be read), as in ``call``."""
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return
-    try:
-        signature.bind(*range(count))
-    except TypeError as error:
-        raise TypeError(f"{owner}: {name} is called as {call}, but {error}") from None
-
-
-def check_scalar_output(owner, name, fn, *args):
-    """Check that ``fn(*args)`` returns a real floating-point scalar (traced with ``jax.eval_shape``, not run)."""
-    out = jax.eval_shape(fn, *args)
-    wanted = f"{owner}: {name} must return a real floating-point scalar (shape ())"
-    if not isinstance(out, jax.ShapeDtypeStruct):
-        raise TypeError(f"{wanted}, got a {type(out).__name__}")
-    if out.shape != ():
-        raise ValueError(f"{wanted}, got shape {out.shape} ({out.dtype})")
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        raise TypeError(f"{wanted}, got dtype {out.dtype}")
-    return out
 
 
 def _validate(fun: Callable, params: Any) -> jnp.dtype:

@@ -4,7 +4,8 @@ Every entry point checks what it is given with these functions before anything i
 ranges (:func:`check_number`, :func:`check_range`, :func:`check_nonnegative`,
 :func:`check_learning_rate`, :func:`check_allowed`, :func:`check_all`), integers (:func:`check_integer`,
 :func:`check_axis`), flags (:func:`check_flag`), choices (:func:`check_choice`), sequences
-(:func:`check_sequence`), PRNG keys (:func:`check_prng_key`) and functions (:func:`check_callable`). Each
+(:func:`check_sequence`), PRNG keys (:func:`check_prng_key`) and functions (:func:`check_callable`, :func:`check_arity`,
+:func:`check_scalar_output` for a loss that must return a real scalar). Each
 takes the ``owner`` (the function or class checking, named first in the message) and the argument's
 ``name``; each error says what is allowed and what was given. Python numbers and concrete arrays are
 checked alike.
@@ -37,8 +38,9 @@ NaN for the rest of the chain, except where a later transform maps NaN updates t
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -58,6 +60,7 @@ from gradflow.core import (
 __all__ = [
     "check_all",
     "check_allowed",
+    "check_arity",
     "check_axis",
     "check_callable",
     "check_choice",
@@ -69,6 +72,7 @@ __all__ = [
     "check_number",
     "check_prng_key",
     "check_range",
+    "check_scalar_output",
     "check_sequence",
 ]
 
@@ -344,3 +348,40 @@ def check_callable(owner: str, name: str, value: Any) -> Any:
     if not callable(value):
         raise TypeError(f"{owner}: {name} must be a function, got {value!r}")
     return value
+
+
+def check_arity(owner: str, name: str, fn: Callable, call: str, count: int) -> None:
+    """Check that ``fn`` accepts ``count`` positional arguments (when its signature can be read), as in ``call``.
+
+    >>> check_arity("run", "loss_fn", lambda params: 0.0, "loss_fn(params, batch)", 2)
+    Traceback (most recent call last):
+    ...
+    TypeError: run: loss_fn is called as loss_fn(params, batch), but too many positional arguments
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*range(count))
+    except TypeError as error:
+        raise TypeError(f"{owner}: {name} is called as {call}, but {error}") from None
+
+
+def check_scalar_output(owner: str, name: str, fn: Callable, *args: Any) -> Any:
+    """Check that ``fn(*args)`` returns a real floating-point scalar (traced with ``jax.eval_shape``, not run).
+
+    >>> check_scalar_output("run", "loss_fn", lambda w: w**2, jnp.ones(3))
+    Traceback (most recent call last):
+    ...
+    ValueError: run: loss_fn must return a real floating-point scalar (shape ()), got shape (3,) (float32)
+    """
+    out = jax.eval_shape(fn, *args)
+    wanted = f"{owner}: {name} must return a real floating-point scalar (shape ())"
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        raise TypeError(f"{wanted}, got a {type(out).__name__}")
+    if out.shape != ():
+        raise ValueError(f"{wanted}, got shape {out.shape} ({out.dtype})")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(f"{wanted}, got dtype {out.dtype}")
+    return out

@@ -26,14 +26,15 @@ from gradflow import tree
 from gradflow.core import ForeignTransform, Transform, apply_updates, pytree_dataclass, static_field
 from gradflow.experiments.data import Batches, is_given
 from gradflow.experiments.history import History
-from gradflow.gradcheck import check_arity, check_scalar_output
 from gradflow.validation import (
+    check_arity,
     check_callable,
     check_choice,
     check_flag,
     check_hyperparameters,
     check_integer,
     check_nonnegative,
+    check_scalar_output,
 )
 
 __all__ = ["EarlyStopping", "run", "sweep"]
