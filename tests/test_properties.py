@@ -630,12 +630,12 @@ def test_masked_takes_a_bare_array():
     np.testing.assert_array_equal(updates, params)
 
 
-@pytest.mark.xfail(strict=True, raises=DeprecationWarning, reason="bug: jnp.ndim(None) in add_decayed_weights' mask")
 @pytest.mark.filterwarnings("error::DeprecationWarning")
 def test_weight_decay_mask_function_with_none_leaves():
-    """add_decayed_weights' mask (FrozenMask.resolve) calls jnp.ndim on the mask's None at a None parameter:
-    JAX deprecates it ("in a future JAX release this will be an error")."""
+    """add_decayed_weights' mask function meets a None parameter: the mask's None stays None (no jnp.ndim(None),
+    which JAX deprecates), and the masked leaf decays by λ·θ."""
     params = {"w": jnp.ones((2, 2)), "frozen": None}
     tx = gf.add_decayed_weights(0.1, mask=_rank_2)
     updates, _ = tx.update(params, tx.init(params), params)
     assert updates["frozen"] is None
+    np.testing.assert_allclose(updates["w"], np.ones((2, 2)) + 0.1 * np.ones((2, 2)), rtol=1e-7)

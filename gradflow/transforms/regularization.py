@@ -54,8 +54,8 @@ class FrozenMask:
             leaves = structure.flatten_up_to(mask)
         except (ValueError, TypeError):
             raise tree.TreeMismatchError(tree.describe_mismatch(mask, params, "mask", "params")) from None
-        return [bool(m) if isinstance(m, (bool, np.bool_)) or (jnp.ndim(m) == 0 and _is_concrete(m)) else m
-                for m in leaves]  # fmt: skip
+        return [bool(m) if isinstance(m, (bool, np.bool_)) or (m is not None and jnp.ndim(m) == 0 and _is_concrete(m))
+                else m for m in leaves]  # fmt: skip
 
 
 def _is_concrete(x: Any) -> bool:
