@@ -15,6 +15,7 @@ with exit code 2 (argparse's convention), and no traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import math
 import os
@@ -99,7 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_memory(command, configurations * (steps + 1) * 4, f"--param ({configurations} points) × --steps {steps}")
     grid = _grid(command, args.optimizer, specs)
     _check_out(command, args.out)
-    return _sweep(landscape, args.optimizer, grid, steps, args.out)
+    scales = {name: _SCALE_OF_SPEC[kind] for name, (kind, _) in specs.items()}
+    if args.out.lower() != "none":  # the plotting step cannot fail after the run
+        from gradflow.experiments.plots import check_sweep_axis
+
+        for name, scale in scales.items():
+            check = lambda _owner, flag, value, scale=scale: check_sweep_axis(value, scale, flag)
+            _checked(command, check, f"--param {name}", grid.axes[name])
+    return _sweep(landscape, args.optimizer, grid, steps, args.out, scales)
 
 
 def _checked(parser, check, flag, value, **bounds):
@@ -226,73 +234,110 @@ def _list_landscapes() -> int:
 
 
 def _race(landscape, names, steps, grid, start, tolerance, out) -> int:
-    from gradflow.experiments.race import race
+    from gradflow.experiments.race import race, rank
 
-    results = race(landscape, names, steps=steps, learning_rates=np.logspace(-4, 0, grid), start=start,
-                   tolerance=tolerance, progress=True)  # fmt: skip
+    results = rank(race(landscape, names, steps=steps, learning_rates=np.logspace(-4, 0, grid), start=start,
+                        tolerance=tolerance, progress=True))  # fmt: skip
     print(f"{landscape.name}: {landscape.description}; start {start or landscape.start}, {steps} steps, "
           f"best of {grid} learning rates per optimizer, each optimizer one compiled program")  # fmt: skip
-    print(f"{'optimizer':<10} {'best lr':>9} {'final loss':>11} {f'steps to {tolerance:g}':>14} {'wall s':>7}")
-    ranked = sorted(results, key=lambda r: (r.steps_to_tolerance is None, r.steps_to_tolerance or 0, r.final_loss))
-    for result in ranked:
-        arrival = "—" if result.steps_to_tolerance is None else str(result.steps_to_tolerance)
-        rate = "diverged" if result.diverged else f"{result.learning_rate:.2e}"
-        print(f"{result.optimizer:<10} {rate:>9} {result.final_loss:>11.3e} {arrival:>14} {result.seconds:>7.2f}")
+    floor = results[0].floor if results else 0.0
+    if landscape.minimum_value is None:
+        shown, metric = "final loss", f"steps to < {landscape.escape_level:g}"
+        print(f"unbounded below: ranked by the step from which the loss stays below the escape level "
+              f"{landscape.escape_level:g}, ties to the smaller learning rate")  # fmt: skip
+    else:
+        shown, metric = "loss − min", f"steps to {tolerance:g}"
+        print(f"ranked by the step from which loss − minimum stays below {tolerance:g}; losses floored at "
+              f"{floor:.1e} (float32 resolution)")  # fmt: skip
+    print(f"{'optimizer':<10} {'best lr':>9} {shown:>11} {metric:>14} {'run ms':>8} {'ns/step':>8} {'compile s':>9}")
+    for result in results:
+        arrival = "—" if result.arrival is None else str(result.arrival)
+        if result.diverged:
+            rate, loss = "diverged", "diverged"
+        else:
+            rate, loss = f"{result.learning_rate:.2e}", f"{result.shown_loss:.3e}"
+        print(f"{result.optimizer:<10} {rate:>9} {loss:>11} {arrival:>14} {1e3 * result.seconds:>8.2f} "
+              f"{result.per_step_ns:>8.0f} {result.compile_seconds:>9.2f}")  # fmt: skip
+    print("run ms and ns/step (per learning rate and step) exclude compilation, reported as compile s")
     if out.lower() != "none":
-        _save_race_figure(landscape, results, out)
+        _save_race_figure(landscape, results, out, tolerance)
         print(f"figure: {out}")
     return 0
 
 
-def _save_race_figure(landscape, results, out):
+def _save_race_figure(landscape, results, out, tolerance):
+    """The trajectories and the loss curves of ``results`` (ranked), legends in the table's order."""
     import matplotlib.pyplot as plt
 
     from gradflow.experiments import plots
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
-    results = [r for r in results if not r.diverged]
-    trajectories = {r.optimizer: np.asarray(r.history.trajectory) for r in results}
+    trajectories = {r.label: None if r.diverged else np.asarray(r.history.trajectory) for r in results}
     plots.plot_race(landscape, trajectories, ax=left, title=f"{landscape.name}: best learning rate each")
-    plots.plot_losses({r.optimizer: r.history for r in results}, minimum_value=landscape.minimum_value, ax=right,
-                      log=landscape.minimum_value is not None, title="loss")  # fmt: skip
+    losses = {r.label: r.best_losses for r in results}
+    floor = results[0].floor if results else None
+    if landscape.minimum_value is None:
+        plots.plot_losses(losses, ax=right, scale="symlog", floor=floor, title="loss (unbounded below)")
+        level = landscape.escape_level
+        right.axhline(level, color="0.4", linestyle=":", label=f"escape level {level:g}")
+    else:
+        plots.plot_losses(losses, minimum_value=landscape.minimum_value, ax=right, scale="log", floor=floor,
+                          title="loss − minimum")  # fmt: skip
+        right.axhline(tolerance, color="0.4", linestyle=":", label=f"tolerance {tolerance:g}")
+    plots._ordered_legend(right, list(losses))
     figure.tight_layout()
     figure.savefig(out, dpi=120)
     plt.close(figure)
 
 
-def _sweep(landscape, optimizer, grid, steps, out) -> int:
+_SCALE_OF_SPEC = {"log": "log", "lin": "linear", "list": "categorical"}  # a sweep axis's scale, from its spec
+
+
+def _sweep(landscape, optimizer, grid, steps, out, scales) -> int:
     import jax.numpy as jnp
 
+    from gradflow.experiments.grid import best_of
     from gradflow.experiments.loop import sweep
 
     began = time.perf_counter()
     history = sweep(landscape.fn, jnp.asarray(landscape.start, jnp.float32), grid.txs, steps=steps)
     final = grid.reshape(np.asarray(history.final_loss, np.float64))
     seconds = time.perf_counter() - began
-    diverged = grid.reshape(history.diverged)
-    ranked = np.where(diverged, np.inf, final)
-    best = None if diverged.all() else np.unravel_index(np.argmin(ranked), final.shape)
+    final = np.where(grid.reshape(np.asarray(history.diverged)), np.nan, final)  # one "diverged", text and figure
+    best = best_of(final, np.float32)
     per_step = 1e9 * seconds / (final.size * steps)
     print(f"{optimizer} on {landscape.name}: {final.size} configurations × {steps} steps in one compiled program, "
           f"{seconds:.2f} s ({per_step:.0f} ns per configuration-step, compile included)")  # fmt: skip
-    if best is None:
+    names = list(grid.axes)
+    width = {name: max(len(name), *(len(repr(float(v))) for v in grid.axes[name])) for name in names}
+    print("  ".join(f"{name:>{width[name]}}" for name in names) + "      final loss")
+    for index in np.ndindex(final.shape):
+        loss = "diverged" if not np.isfinite(final[index]) else f"{final[index]:.6e}"
+        mark = "  *" if index == best.index else ("  =" if index in best.tied else "")
+        row = "  ".join(f"{float(grid.axes[name][i])!r:>{width[name]}}" for name, i in zip(names, index))
+        print(f"{row}  {loss:>14}{mark}")
+    if best.index is None:
         print("every configuration diverged (NaN or infinite loss)")
     else:
-        values = ", ".join(f"{name}={grid.axes[name][i]:.4g}" for name, i in zip(grid.axes, best))
-        print(f"best: {values}  final loss {final[best]:.3e}")
+        values = ", ".join(f"{name}={float(grid.axes[name][i])!r}" for name, i in zip(names, best.index))
+        tie = (f"best of {best.ties} tied (within {best.tolerance:.3g} of the minimum, first in grid order; "
+               f"marked = above)") if best.ties > 1 else "best"  # fmt: skip
+        print(f"{tie}: {values}  final loss {final[best.index]:.6e}")
     if out.lower() != "none":
         import matplotlib.pyplot as plt
 
         from gradflow.experiments import plots
 
-        names = list(grid.axes)
+        title = f"{optimizer} on {landscape.name}, {steps} steps"
         if len(names) == 1:
-            figure = plots.plot_sweep_heatmap(final, grid.axes[names[0]], None, x_label=names[0], y_label=None,
-                                              title=f"{optimizer} on {landscape.name}, {steps} steps")  # fmt: skip
-        else:
+            figure = plots.plot_sweep_heatmap(final, grid.axes[names[0]], None, x_label=names[0], best=best,
+                                              x_scale=scales[names[0]], title=title)  # fmt: skip
+        else:  # the first --param across, the second up: values[i, j] is the run (first[j], second[i])
+            transposed = dataclasses.replace(best, index=best.index and best.index[::-1],
+                                             tied=tuple(index[::-1] for index in best.tied))  # fmt: skip
             figure = plots.plot_sweep_heatmap(final.T, grid.axes[names[0]], grid.axes[names[1]], x_label=names[0],
-                                              y_label=names[1], log_y=False,
-                                              title=f"{optimizer} on {landscape.name}, {steps} steps")  # fmt: skip
+                                              y_label=names[1], x_scale=scales[names[0]], y_scale=scales[names[1]],
+                                              best=transposed, title=title)  # fmt: skip
         figure.savefig(out, dpi=120)
         plt.close(figure)
         print(f"figure: {out}")

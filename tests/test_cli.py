@@ -40,7 +40,9 @@ def test_gradflow_race_prints_the_table_and_saves_the_figure(tmp_path, capsys):
     assert main(["race", "ravine", "--steps", "200", "--grid", "4", "--optimizers", "sgd,adam", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "ravine" in text and "steps to 1e-06" in text and "figure:" in text
-    assert {line.split()[0] for line in text.splitlines()[2:4]} == {"sgd", "adam"}
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("optimizer"))
+    assert {line.split()[0] for line in lines[header + 1 : header + 3]} == {"sgd", "adam"}
     assert out.stat().st_size > 10_000
 
 
@@ -56,7 +58,8 @@ def test_gradflow_sweep_and_landscapes_and_gradcheck(tmp_path, capsys):
             "--param", "momentum=0.5,0.9", "--steps", "50", "--out", str(out)]  # fmt: skip
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "12 configurations × 50 steps" in text and "best: learning_rate=" in text and out.exists()
+    assert "12 configurations × 50 steps" in text and out.exists()
+    assert "best: learning_rate=" in text or ("best of " in text and " tied " in text)
     assert main(["landscapes"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in LANDSCAPES)

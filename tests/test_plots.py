@@ -266,14 +266,14 @@ def test_schedule_single_callable():
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_heatmap_draws_log10_and_masks_diverged_cells(tmp_path):
+def test_heatmap_draws_the_values_and_masks_diverged_cells(tmp_path):
     learning_rates = np.array([1e-3, 1e-2, 1e-1, 1.0])
     momenta = np.array([0.0, 0.5, 0.9])
     values = np.array(
         [
             [1.0, 1e-2, 1e-4, np.nan],
             [0.5, 1e-3, 1e-6, np.inf],
-            [0.1, 1e-5, 0.0, np.nan],  # 0.0 (the exact minimum) is drawn at 1e-16, the best cell
+            [0.1, 1e-5, 0.0, np.nan],  # 0.0 (the exact minimum) keeps its place on the symlog scale, the best cell
         ]
     )
     fig = plot_sweep_heatmap(values, learning_rates, momenta, x_label="learning rate", y_label="momentum")
@@ -282,12 +282,12 @@ def test_heatmap_draws_log10_and_masks_diverged_cells(tmp_path):
     drawn = mesh.get_array().reshape(values.shape)
     finite = np.isfinite(values)
     np.testing.assert_array_equal(np.ma.getmaskarray(drawn), ~finite)
-    np.testing.assert_allclose(drawn[finite], np.log10(np.maximum(values[finite], 1e-16)))
+    np.testing.assert_array_equal(drawn[finite], values[finite])
 
     best = labelled(ax, "_best")
     row, column = np.unravel_index(np.nanargmin(values), values.shape)
     np.testing.assert_array_equal(best.get_xydata(), [[learning_rates[column], momenta[row]]])
-    crosses = labelled(ax, "_diverged").get_xydata()
+    crosses = labelled(ax, "diverged").get_xydata()
     np.testing.assert_array_equal(crosses, [[1.0, 0.0], [1.0, 0.5], [1.0, 0.9]])
 
     assert ax.get_xscale() == "log" and ax.get_yscale() == "linear"
@@ -296,7 +296,7 @@ def test_heatmap_draws_log10_and_masks_diverged_cells(tmp_path):
     # Cells meet halfway between neighbours in log space: 10^-2.5 between 1e-3 and 1e-2.
     np.testing.assert_allclose(ax.get_xlim(), [10**-3.5, 10**0.5])
     (colorbar_axes,) = [other for other in fig.axes if other is not ax]
-    assert "final loss" in colorbar_axes.get_ylabel()
+    assert colorbar_axes.get_ylabel() == "final loss (symlog, linear within 1.19e-07 of 0)"
     assert saves(fig, tmp_path)
 
 
@@ -317,7 +317,8 @@ def test_sweep_1d_line_marks_best_and_diverged(tmp_path):
     np.testing.assert_array_equal(line.get_ydata(), [0.8, 0.2, 1e-3, np.nan, np.nan])
     np.testing.assert_array_equal(labelled(ax, "_best").get_xydata(), [[1e-2, 1e-3]])
     np.testing.assert_array_equal(labelled(ax, "diverged").get_xdata(), learning_rates[3:])
-    assert ax.get_xscale() == "log" and ax.get_yscale() == "log" and ax.get_ylabel() == "final loss − f*"
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "symlog"
+    assert ax.get_ylabel().startswith("final loss − f* (symlog")
     assert len(fig.axes) == 1  # no colorbar
     assert saves(fig, tmp_path)
 

@@ -180,8 +180,9 @@ def test_early_stopping_rows_of_a_sweep_stop_independently():
     assert len(set(np.asarray(histories.stopped_at).tolist())) > 1
 
 
-def test_progress_bar_counts_every_step(capsys):
+def test_progress_bar_counts_every_step(capsys, monkeypatch):
     pytest.importorskip("tqdm")
+    monkeypatch.setattr("gradflow.experiments.loop.stderr_is_terminal", lambda: True)  # capsys is no terminal
     run(quadratic, jnp.array([2.0, 1.0]), gf.sgd(0.1), steps=40, every=10, progress=True)
     err = capsys.readouterr().err
     assert "40/40" in err

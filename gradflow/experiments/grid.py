@@ -12,7 +12,7 @@ import numpy as np
 
 from gradflow.validation import check_callable
 
-__all__ = ["OptimizerGrid", "optimizer_grid"]
+__all__ = ["Best", "OptimizerGrid", "best_of", "optimizer_grid", "resolution"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,3 +100,58 @@ def _check_grid_points(factory: Callable[..., Any], values: dict[str, np.ndarray
             refusal = type(error)(f"optimizer_grid: {label} refuses the grid point {where}: {error}")
             refusal.grid_point = point  # type: ignore[union-attr]  # for callers that name it their own way (--param)
             raise refusal from error
+
+
+def resolution(dtype: Any = np.float32) -> float:
+    """The smallest loss difference a sweep in ``dtype`` resolves: its machine epsilon (1.19e-07 in float32).
+
+    >>> resolution(np.float32) == float(np.finfo(np.float32).eps)
+    True
+    """
+    return float(np.finfo(dtype).eps)
+
+
+@dataclasses.dataclass(frozen=True)
+class Best:
+    """The best configuration of a sweep, as :func:`best_of` computes it for both the text and the figure.
+
+    Attributes:
+      index: the grid index of the configuration shown (``None`` when every run diverged).
+      tied: the grid indices of every configuration tied with the minimum, in grid order (``index`` first).
+      value: the final loss at ``index`` (NaN when every run diverged).
+      tolerance: how far above the minimum a value still counts as tied.
+    """
+
+    index: tuple[int, ...] | None
+    tied: tuple[tuple[int, ...], ...]
+    value: float
+    tolerance: float
+
+    @property
+    def ties(self) -> int:
+        """How many configurations share the best value (1 when there is no tie, 0 when all diverged)."""
+        return len(self.tied)
+
+
+def best_of(values: Any, dtype: Any = np.float32) -> Best:
+    """The lowest finite value of ``values`` (a sweep's final losses in its grid's shape), with its ties.
+
+    Tie rule: a finite value ``v`` ties with the minimum ``m`` when ``v - m <= resolution(dtype) * max(1, |m|)``
+    (the values cannot be told apart in ``dtype`` on a loss of scale ``max(1, |m|)``); the one shown is the
+    first tied configuration in grid order (C order of ``values``: the first axis varies slowest).
+    Non-finite values (diverged runs) never win.
+
+    >>> best = best_of(np.array([[0.3, 0.0], [1e-9, np.nan]]))
+    >>> best.index, best.ties, best.tied
+    ((0, 1), 2, ((0, 1), (1, 0)))
+    >>> best_of([np.inf, np.nan]).index is None
+    True
+    """
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return Best(index=None, tied=(), value=float("nan"), tolerance=float("nan"))
+    minimum = float(values[finite].min())
+    tolerance = resolution(dtype) * max(1.0, abs(minimum))
+    tied = tuple(tuple(int(i) for i in index) for index in np.argwhere(finite & (values - minimum <= tolerance)))
+    return Best(index=tied[0], tied=tied, value=float(values[tied[0]]), tolerance=tolerance)

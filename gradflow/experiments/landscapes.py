@@ -53,6 +53,9 @@ class Landscape:
       starts: start points, the first the default.
       log_scale: whether contour levels should be spaced logarithmically.
       local_minima: notable minimisers that are not global.
+      escape_level: for a landscape unbounded below, the loss below which a run has escaped the
+        saddle (the race's metric there is the step from which the loss stays below it); ``None``
+        for a landscape with a minimum. Required exactly when ``minimum_value`` is ``None``.
 
     >>> from gradflow.experiments import LANDSCAPES
     >>> rosenbrock = LANDSCAPES["rosenbrock"]
@@ -70,6 +73,7 @@ class Landscape:
     starts: tuple[Point, ...]
     log_scale: bool
     local_minima: tuple[Point, ...] = ()
+    escape_level: float | None = None
 
     def __post_init__(self):
         check_callable(f"Landscape {self.name!r}", "fn", self.fn)
@@ -78,6 +82,11 @@ class Landscape:
             raise ValueError(f"Landscape {self.name!r}: starts must hold at least one point")
         if (self.minimum_value is None) != (not self.minima):
             raise ValueError(f"Landscape {self.name!r}: minimum_value is None exactly when minima is empty")
+        if (self.minimum_value is None) != (self.escape_level is not None):
+            raise ValueError(f"Landscape {self.name!r}: an escape_level is declared exactly when the landscape is "
+                             "unbounded below (minimum_value None)")  # fmt: skip
+        if self.escape_level is not None and not math.isfinite(self.escape_level):
+            raise ValueError(f"Landscape {self.name!r}: escape_level must be finite, got {self.escape_level}")
         for lo, hi in self.window:
             if not lo < hi:
                 raise ValueError(f"Landscape {self.name!r}: window ({lo}, {hi}) must have lo < hi")
@@ -330,6 +339,7 @@ saddle = Landscape(
     window=((-1.5, 1.5), (-1.5, 1.5)),
     starts=((1.0, 1e-3), (1.0, 1e-6), (-1.0, -1e-3)),
     log_scale=False,
+    escape_level=-1.0,
 )
 """Saddle: from just off the ridge y = 0, plain gradient descent lingers near the origin before escaping."""
 
@@ -343,6 +353,7 @@ monkey_saddle = Landscape(
     window=((-1.5, 1.5), (-1.5, 1.5)),
     starts=((1.0, 1e-3), (1.0, 1e-6), (1.0, -1e-3)),
     log_scale=False,
+    escape_level=-1.0,
 )
 """Monkey saddle: gradient and Hessian both vanish at the origin, so no curvature points the way out."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -110,7 +111,8 @@ def run(
         for runs with data, ``"full_loss"`` (the loss on the whole dataset, not just the step's batch).
       every: record every ``every`` steps; ``steps`` must be a multiple of it.
       early_stopping: an :class:`EarlyStopping`, checked at every record.
-      progress: show a progress bar (needs tqdm) advanced from inside the compiled loop.
+      progress: show a progress bar (needs tqdm) advanced from inside the compiled loop, when stderr is
+        a terminal (a redirected log gets no progress frames).
 
     Returns:
       a :class:`History`.
@@ -325,9 +327,19 @@ class _BarAdvance:
 _ADVANCE = _BarAdvance()
 
 
+def stderr_is_terminal() -> bool:
+    """Whether ``sys.stderr`` is a terminal: progress bars draw frames only there, never into a redirected log."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (OSError, ValueError):  # a closed or detached stream
+        return False
+
+
 @contextlib.contextmanager
 def _progress_bar(total: int) -> Iterator[Any]:
-    if not total:
+    """A tqdm bar advanced from inside the compiled loop; nothing (no frames, no callback) off a terminal."""
+    if not total or not stderr_is_terminal():
         yield None
         return
     try:

@@ -26,7 +26,7 @@ try:
 except ImportError as error:
     raise ImportError("gradflow.experiments.plots needs matplotlib: pip install 'gradflow[experiments]'") from error
 
-__all__ = ["plot_losses", "plot_race", "plot_schedule", "plot_sweep_heatmap"]
+__all__ = ["check_sweep_axis", "plot_losses", "plot_race", "plot_schedule", "plot_sweep_heatmap"]
 
 _FLOOR = 1e-16  # values at or below it (a loss that reached its minimum exactly) are drawn at it on log axes
 _MARKERS = 20  # about this many markers per trajectory; the line itself keeps every point
@@ -49,11 +49,6 @@ def _colors(n: int) -> list[Any]:
 def _markevery(n: int) -> list[int]:
     """About ``_MARKERS`` evenly spaced indices of ``n`` points, always with the first and the last."""
     return np.unique(np.append(np.arange(0, n, max(1, n // _MARKERS)), n - 1)).tolist()
-
-
-def _log_floor(values: np.ndarray) -> np.ndarray:
-    """Finite values clipped below at ``_FLOOR``; NaN where a value is not finite (the run diverged)."""
-    return np.where(np.isfinite(values), np.maximum(values, _FLOOR), np.nan)
 
 
 def _in_window(name: str, trajectory: Any, window: tuple[tuple[float, float], ...]) -> np.ndarray:
@@ -119,7 +114,9 @@ def plot_race(
 
     Args:
       landscape: a :class:`~gradflow.experiments.landscapes.Landscape` of dimension 1 or 2.
-      trajectories: optimizer name → points of shape ``(T, dim)``, e.g. :attr:`History.trajectory`.
+      trajectories: optimizer name → points of shape ``(T, dim)``, e.g. :attr:`History.trajectory`, or
+        ``None`` for a run with nothing to draw (every learning rate diverged): a legend entry only, in
+        its place in the order and with its color, so the legend keeps the order of a results table.
       ax: axes to draw into; a new figure when ``None``.
       levels: number of contour levels (2-D only).
       title: defaults to the landscape's name.
@@ -138,7 +135,11 @@ def plot_race(
         raise ValueError(f"plot_race: only 1-D and 2-D landscapes are drawn, {landscape.name} has dim {landscape.dim}")
     fig, ax = _axes(ax)
     window = landscape.window
-    paths = {name: _in_window(name, points, window) for name, points in trajectories.items()}
+    colors = dict(zip(trajectories, _colors(len(trajectories))))
+    for name, points in trajectories.items():
+        if points is None:
+            ax.plot([], [], color=colors[name], linestyle="none", marker="x", label=name)
+    paths = {name: _in_window(name, points, window) for name, points in trajectories.items() if points is not None}
     finite_starts = [path[0] for path in paths.values() if np.isfinite(path[0]).all()]
     starts = np.unique(finite_starts, axis=0) if finite_starts else np.asarray([landscape.start], np.float64)
     minima = np.asarray(landscape.minima, dtype=np.float64).reshape(-1, landscape.dim)
@@ -148,7 +149,8 @@ def plot_race(
         shown, contour_levels, norm = _contour_levels(Z, levels, landscape.log_scale)
         ax.contourf(X, Y, shown, levels=contour_levels, norm=norm, cmap="Greys", alpha=0.45)
         ax.contour(X, Y, shown, levels=contour_levels, norm=norm, colors="0.35", linewidths=0.4)
-        for (name, path), color in zip(paths.items(), _colors(len(paths))):
+        for name, path in paths.items():
+            color = colors[name]
             ax.plot(path[:, 0], path[:, 1], color=color, linewidth=1.5, marker="o", markersize=3.5,
                     markevery=_markevery(len(path)), label=name, zorder=4)  # fmt: skip
         ax.set_xlabel("x")
@@ -157,7 +159,8 @@ def plot_race(
         X, Z = landscape.grid()
         ax.plot(X, Z, color="0.3", linewidth=1.5, label="_f")
         *curves, starts, minima, local_minima = _on_curve(landscape, [*paths.values(), starts, minima, local_minima])
-        for name, curve, color in zip(paths, curves, _colors(len(paths))):
+        for name, curve in zip(paths, curves):
+            color = colors[name]
             ax.plot(curve[:, 0], curve[:, 1], color=color, linestyle="none", marker="o", markersize=5, alpha=0.7,
                     markevery=_markevery(len(curve)), label=name, zorder=4)  # fmt: skip
             finite = curve[np.isfinite(curve).all(axis=1)]
@@ -174,10 +177,18 @@ def plot_race(
     ax.set_xlim(window[0])
     if landscape.dim == 2:
         ax.set_ylim(window[1])
-    if paths:
-        ax.legend(loc="best", fontsize="small")
+    if trajectories:
+        _ordered_legend(ax, list(trajectories))
     ax.set_title(landscape.name if title is None else title)
     return fig
+
+
+def _ordered_legend(ax: Any, names: list[str]) -> None:
+    """A legend whose first entries are ``names`` in that order, then any other labelled artist."""
+    handles, labels = ax.get_legend_handles_labels()
+    position = {name: i for i, name in enumerate(names)}
+    pairs = sorted(zip(handles, labels), key=lambda pair: position.get(pair[1], len(names)))
+    ax.legend([h for h, _ in pairs], [label for _, label in pairs], loc="best", fontsize="small")
 
 
 def _loss_record(name: str, record: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int | None]:
@@ -208,21 +219,28 @@ def plot_losses(
     ax: Any = None,
     log: bool = True,
     title: str | None = None,
+    scale: str | None = None,
+    floor: float | None = None,
 ) -> Any:
     """Loss curves against the step, ``loss − minimum_value`` on a log axis by default.
 
-    On the log axis, values at or below 1e-16 (a run that reached the minimum exactly) are drawn at 1e-16
-    and non-finite values (a diverged run) are left out. A history with a validation loss also gets it
-    dashed in the same color, and a dotted vertical line at ``stopped_at`` when early stopping froze the
-    parameters before the end of the run.
+    On the log axis, values at or below ``floor`` (default 1e-16; a run that reached the minimum exactly,
+    or round-off below the dtype's resolution) are drawn at ``floor``, and non-finite values (a diverged
+    run) are left out. On a ``"symlog"`` axis (a loss unbounded below) the axis is linear within
+    ±``floor``. A given ``floor`` is stated in the y label. A history of ``None`` (a run that diverged)
+    gets a legend entry and no line; the legend keeps the order of ``histories``. A history with a
+    validation loss also gets it dashed in the same color, and a dotted vertical line at ``stopped_at``
+    when early stopping froze the parameters before the end of the run.
 
     Args:
       histories: name → :class:`History` (its ``steps`` and ``loss``) or a 1-D array of losses (one per
         step).
       minimum_value: subtracted from every loss (a landscape's ``minimum_value``); ``None``: nothing.
       ax: axes to draw into; a new figure when ``None``.
-      log: logarithmic y axis.
+      log: logarithmic y axis (when ``scale`` is not given).
       title: the axes title (none by default).
+      scale: ``"log"``, ``"symlog"`` or ``"linear"``; overrides ``log``.
+      floor: the smallest value drawn on a log axis, the linear threshold of a symlog one.
 
     Returns:
       The figure.
@@ -231,26 +249,42 @@ def plot_losses(
       >>> fig = plot_losses({"gd": np.array([1.0, 0.5, 0.25]), "adam": np.array([1.0, 0.1, 0.01])})
       >>> plt.close(fig)
     """
+    scale = ("log" if log else "linear") if scale is None else scale
+    if scale not in ("log", "symlog", "linear"):
+        raise ValueError(f"plot_losses: scale must be 'log', 'symlog' or 'linear', got {scale!r}")
+    if floor is not None and not (np.isfinite(floor) and floor > 0):
+        raise ValueError(f"plot_losses: floor must be a finite number > 0, got {floor!r}")
     fig, ax = _axes(ax)
     shift = 0.0 if minimum_value is None else minimum_value
+    low = _FLOOR if floor is None else floor
 
     def shown(values: np.ndarray) -> np.ndarray:
         values = values - shift
-        return _log_floor(values) if log else np.where(np.isfinite(values), values, np.nan)
+        if scale == "log":
+            return np.where(np.isfinite(values), np.maximum(values, low), np.nan)
+        return np.where(np.isfinite(values), values, np.nan)
 
     for (name, record), color in zip(histories.items(), _colors(len(histories))):
+        if record is None:
+            ax.plot([], [], color=color, linestyle="none", marker="x", label=name)
+            continue
         steps, loss, val_loss, stopped_at = _loss_record(name, record)
         ax.plot(steps, shown(loss), color=color, label=name)
         if val_loss is not None:
             ax.plot(steps, shown(val_loss), color=color, linestyle="--", label=f"{name} (validation)")
             if stopped_at <= steps[-1]:  # a run that never stopped has stopped_at = its number of steps
                 ax.axvline(stopped_at, color=color, linestyle=":", label=f"_{name} stopped")
-    if log:
+    if scale == "symlog":
+        ax.set_yscale("symlog", linthresh=low)
+    elif scale == "log":
         ax.set_yscale("log")
+    label = "loss" if minimum_value is None else "loss − minimum"
+    if floor is not None:
+        label += f" (floored at {floor:.1e})" if scale == "log" else f" ({scale}, linear within ±{floor:.1e})"
     ax.set_xlabel("step")
-    ax.set_ylabel("loss" if minimum_value is None else "loss − minimum")
+    ax.set_ylabel(label)
     if histories:
-        ax.legend(loc="best", fontsize="small")
+        _ordered_legend(ax, list(histories))
     if title is not None:
         ax.set_title(title)
     return fig
@@ -300,6 +334,26 @@ def plot_schedule(schedules: Any, steps: int, *, ax: Any = None, title: str | No
     return fig
 
 
+_SCALES = ("log", "linear", "categorical")
+
+
+def check_sweep_axis(values: Any, scale: str, label: str) -> np.ndarray:
+    """``values`` as a 1-D float array that a sweep axis of ``scale`` can draw, or a ValueError naming ``label``.
+
+    Call it before a sweep runs (the CLI does), so that nothing can fail in the plotting step afterwards.
+
+    >>> check_sweep_axis([0.5, 0.9], "categorical", "momentum").tolist()
+    [0.5, 0.9]
+    """
+    if scale not in _SCALES:
+        raise ValueError(f"plot_sweep_heatmap: {label} scale must be one of {', '.join(_SCALES)}, got {scale!r}")
+    centers = np.asarray(values, dtype=np.float64).reshape(-1)
+    if centers.size == 0 or not np.isfinite(centers).all():
+        raise ValueError(f"plot_sweep_heatmap: {label} needs finite values, got {centers}")
+    _check_positive(centers, scale == "log", label)
+    return centers
+
+
 def _check_positive(centers: np.ndarray, log: bool, label: str) -> None:
     if log and not (centers > 0).all():
         raise ValueError(f"plot_sweep_heatmap: a log axis needs positive {label} values, got {centers}")
@@ -316,7 +370,25 @@ def _cell_edges(centers: np.ndarray, log: bool) -> np.ndarray:
     return 10**edges if log else edges
 
 
+def _value_label(value: float) -> str:
+    """A grid value exactly as given (the shortest text that reads back as the same float)."""
+    return repr(float(value))
+
+
+def _sweep_axis(ax: Any, which: str, centers: np.ndarray, scale: str) -> tuple[np.ndarray, np.ndarray]:
+    """Set up one axis of a sweep figure; the positions of its values and its cell edges."""
+    if scale == "categorical":
+        positions = np.arange(len(centers), dtype=np.float64)
+        getattr(ax, f"set_{which}ticks")(positions, [_value_label(v) for v in centers])
+        getattr(ax, f"set_{which}lim")(-0.5, len(centers) - 0.5)
+        return positions, np.arange(len(centers) + 1) - 0.5
+    if scale == "log":
+        getattr(ax, f"set_{which}scale")("log")
+    return centers, _cell_edges(centers, scale == "log")
+
+
 _BEST = dict(marker="*", markersize=16, markerfacecolor="white", markeredgecolor="black", linestyle="none", zorder=5)
+_TIED = dict(marker="o", markersize=5, markerfacecolor="white", markeredgecolor="black", linestyle="none", zorder=4)
 
 
 def plot_sweep_heatmap(
@@ -329,17 +401,27 @@ def plot_sweep_heatmap(
     ax: Any = None,
     log_x: bool = True,
     log_y: bool = False,
+    x_scale: str | None = None,
+    y_scale: str | None = None,
+    best: Any = None,
+    dtype: Any = np.float32,
     title: str | None = None,
     colorbar_label: str = "final loss",
 ) -> Any:
     """A sweep's final losses: a heatmap over two hyperparameters, or a curve over one.
 
-    With ``y``, ``values[i, j]`` (the run with ``y[i]`` and ``x[j]``) is drawn as a cell colored by
-    ``log10(values)``, with a colorbar; non-finite cells (diverged runs) are masked, light gray with a
-    cross. Without ``y``, ``values[j]`` is drawn against ``x`` on a log loss axis, diverged runs as red
-    crosses along the top. The lowest finite value is marked by a white star in both and stated in the
-    default title. Values at or below 1e-16 are drawn at 1e-16, so pass ``final_loss − minimum_value``
-    for a landscape whose minimum is not 0.
+    With ``y``, ``values[i, j]`` (the run with ``y[i]`` and ``x[j]``) is drawn as a cell holding exactly that
+    value (the mesh's array is ``values``, diverged cells masked: light gray with a cross, labelled
+    "diverged"). Colors follow a symmetric-log scale that is linear within the dtype's resolution
+    (``resolution(dtype)``, float32's 1.19e-07) of 0 and logarithmic beyond, so a loss of exactly 0 or below
+    0 keeps its place on the scale; the colorbar says so. Without ``y``, ``values[j]`` is drawn against
+    ``x`` on the same kind of loss axis, diverged runs as red crosses along the top.
+
+    Each axis has a scale: ``"log"`` and ``"linear"`` draw the values on a continuous axis, cells meeting
+    halfway between neighbours (in log space on a log axis); ``"categorical"`` draws equal cells labelled
+    with the exact values. The best run (``best``, a :class:`~gradflow.experiments.grid.Best` in the
+    ``values`` layout, computed by :func:`~gradflow.experiments.grid.best_of` when ``None``) is marked by a
+    white star, the runs tied with it by white dots, and stated in the default title.
 
     Args:
       values: ``(len(y), len(x))`` final losses, or ``(len(x),)`` when ``y`` is ``None``.
@@ -348,8 +430,12 @@ def plot_sweep_heatmap(
       x_label: name of ``x``.
       y_label: name of ``y``; in the 1-D plot the loss axis label (default ``colorbar_label``).
       ax: axes to draw into; a new figure when ``None``.
-      log_x: logarithmic x axis.
-      log_y: logarithmic y axis (heatmap only).
+      log_x: logarithmic x axis (when ``x_scale`` is not given).
+      log_y: logarithmic y axis (heatmap only, when ``y_scale`` is not given).
+      x_scale: ``"log"``, ``"linear"`` or ``"categorical"``; overrides ``log_x``.
+      y_scale: the same for ``y``; overrides ``log_y``.
+      best: the best run and its ties, indices into ``values``; ``best_of(values, dtype)`` when ``None``.
+      dtype: the dtype the sweep ran in, whose resolution sets the linear band of the loss scale.
       title: the axes title; by default the best value and where it is.
       colorbar_label: what ``values`` are.
 
@@ -357,49 +443,73 @@ def plot_sweep_heatmap(
       The figure.
 
     Example:
-      >>> fig = plot_sweep_heatmap([[0.3, 0.01], [0.1, np.nan]], [1e-3, 1e-2], [0.0, 0.9], x_label="lr", y_label="b1")
+      >>> fig = plot_sweep_heatmap([[0.3, 0.01], [0.1, np.nan]], [1e-3, 1e-2], [0.0, 0.9], x_label="lr", y_label="b1",
+      ...                          y_scale="categorical")
+      >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
+      ['0.0', '0.9']
       >>> plt.close(fig)
     """
+    from matplotlib.colors import SymLogNorm
+
+    from gradflow.experiments.grid import best_of, resolution
+
     values = np.asarray(values, dtype=np.float64)
-    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    x_scale = x_scale or ("log" if log_x else "linear")
+    x = check_sweep_axis(x, x_scale, "x")
     expected = (len(x),) if y is None else (np.size(y), len(x))
     if values.shape != expected:
         raise ValueError(f"plot_sweep_heatmap: values have shape {values.shape}, expected {expected} from x and y")
-    _check_positive(x, log_x, "x")
-    fig, ax = _axes(ax)
+    y_kind = y_scale or ("log" if log_y else "linear")
+    if y is not None:
+        y = check_sweep_axis(y, y_kind, "y")
+    best = best_of(values, dtype) if best is None else best
+    floor = resolution(dtype)
     finite = np.isfinite(values)
-    shown = _log_floor(values)
-    best = np.unravel_index(np.argmin(np.where(finite, values, np.inf)), values.shape) if finite.any() else None
-    if y is None:
-        ax.plot(x, shown, color="tab:blue", marker="o", markersize=4, label="_sweep")
-        if not finite.all():
-            ax.plot(x[~finite], np.full((~finite).sum(), 0.96), transform=ax.get_xaxis_transform(), linestyle="none",
-                    marker="x", color="tab:red", clip_on=False, label="diverged")  # fmt: skip
-            ax.legend(loc="best", fontsize="small")
-        if best is not None:
-            ax.plot(x[best], shown[best], label="_best", **_BEST)
-            summary = f"best {colorbar_label} {values[best]:.3g} at {x_label} = {x[best]:.3g}"
-        ax.set_yscale("log")
-        ax.set_ylabel(colorbar_label if y_label is None else y_label)
+    scale_note = f"symlog, linear within {floor:.3g} of 0"
+    fig, ax = _axes(ax)
+    px, x_edges = _sweep_axis(ax, "x", x, x_scale)
+    if finite.any():
+        low, high = values[finite].min(), values[finite].max()
+        low, high = min(low, 0.0) if low <= floor else low, high if high > low else low + floor
     else:
-        y = np.asarray(y, dtype=np.float64).reshape(-1)
-        _check_positive(y, log_y, "y")
+        low, high = 0.0, 1.0
+    if y is None:
+        ax.plot(px, np.where(finite, values, np.nan), color="tab:blue", marker="o", markersize=4, label="_sweep")
+        if not finite.all():
+            ax.plot(px[~finite], np.full((~finite).sum(), 0.96), transform=ax.get_xaxis_transform(), linestyle="none",
+                    marker="x", color="tab:red", clip_on=False, label="diverged")  # fmt: skip
+        if best.index is not None:
+            tied = np.array([i[0] for i in best.tied[1:]], dtype=int)
+            ax.plot(px[tied], values[tied], label="tied" if len(tied) else "_tied", **_TIED)
+            ax.plot(px[best.index], values[best.index], label="_best", **_BEST)
+            where = f"{x_label} = {_value_label(x[best.index[0]])}"
+        if not finite.all() or best.ties > 1:
+            ax.legend(loc="best", fontsize="small")
+        ax.set_yscale("symlog", linthresh=floor)
+        ax.set_ylabel(f"{colorbar_label if y_label is None else y_label} ({scale_note})")
+    else:
+        py, y_edges = _sweep_axis(ax, "y", y, y_kind)
         cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgray")
-        mesh = ax.pcolormesh(_cell_edges(x, log_x), _cell_edges(y, log_y), np.ma.masked_invalid(np.log10(shown)),
-                             cmap=cmap, shading="flat")  # fmt: skip
-        ax.figure.colorbar(mesh, ax=ax, label=f"log₁₀ {colorbar_label}")
+        norm = SymLogNorm(linthresh=floor, vmin=low, vmax=high)
+        mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_invalid(values), cmap=cmap, norm=norm, shading="flat")
+        ax.figure.colorbar(mesh, ax=ax, label=f"{colorbar_label} ({scale_note})")
         rows, columns = np.nonzero(~finite)
-        ax.plot(x[columns], y[rows], linestyle="none", marker="x", color="0.3", label="_diverged")
-        if best is not None:
-            ax.plot(x[best[1]], y[best[0]], label="_best", **_BEST)
-            summary = (f"best {colorbar_label} {values[best]:.3g} at {x_label} = {x[best[1]]:.3g}, "
-                       f"{y_label or 'y'} = {y[best[0]]:.3g}")  # fmt: skip
-        if log_y:
-            ax.set_yscale("log")
+        ax.plot(px[columns], py[rows], linestyle="none", marker="x", color="0.3",
+                label="diverged" if len(rows) else "_diverged")  # fmt: skip
+        if best.index is not None:
+            tied = np.array(best.tied[1:], dtype=int).reshape(-1, 2)
+            ax.plot(px[tied[:, 1]], py[tied[:, 0]], label="tied" if len(tied) else "_tied", **_TIED)
+            ax.plot(px[best.index[1]], py[best.index[0]], label="_best", **_BEST)
+            where = f"{x_label} = {_value_label(x[best.index[1]])}, {y_label or 'y'} = {_value_label(y[best.index[0]])}"
+        if len(rows) or best.ties > 1:
+            ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), fontsize="small", ncols=2)
         if y_label is not None:
             ax.set_ylabel(y_label)
-    if log_x:
-        ax.set_xscale("log")
     ax.set_xlabel(x_label)
-    ax.set_title((summary if best is not None else "every run diverged") if title is None else title)
+    if best.index is None:
+        summary = "every run diverged"
+    else:
+        of = f"best of {best.ties} tied" if best.ties > 1 else "best"
+        summary = f"{of}: {colorbar_label} {best.value:.3g} at {where}"
+    ax.set_title(summary if title is None else f"{title}\n{summary}", fontsize="medium")
     return fig

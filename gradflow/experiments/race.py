@@ -3,7 +3,9 @@
 For each optimizer, a log-spaced grid of learning rates trains in ONE compiled program
 (:func:`~gradflow.experiments.sweep`), recording every iterate; the learning rate that settles within
 ``tolerance`` of the minimum first (else the lowest final loss) wins, and its trajectory is the one
-drawn in the comparison figure.
+drawn in the comparison figure. On a landscape unbounded below (a saddle) the metric is the step from
+which the loss stays below the landscape's ``escape_level`` instead; the lowest final loss would only
+reward the most explosive run. :func:`rank` orders the results once, for the table and the figure alike.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -22,10 +25,10 @@ import gradflow as gf
 from gradflow.experiments.grid import optimizer_grid
 from gradflow.experiments.history import History, steps_to_tolerance
 from gradflow.experiments.landscapes import Landscape
-from gradflow.experiments.loop import sweep
+from gradflow.experiments.loop import stderr_is_terminal, sweep
 from gradflow.validation import check_callable, check_choice, check_flag, check_nonnegative
 
-__all__ = ["RACERS", "SEED_OPTIMIZERS", "RaceResult", "race", "race_one"]
+__all__ = ["RACERS", "SEED_OPTIMIZERS", "RaceResult", "loss_floor", "race", "race_one", "rank"]
 
 # Name → factory whose numeric hyperparameters are keyword arguments (vmappable by optimizer_grid).
 RACERS: dict[str, Callable[..., Any]] = {
@@ -53,6 +56,12 @@ class RaceResult:
     learning rate diverged, ``learning_rate`` and ``history`` are ``None``, ``final_loss`` is ``inf`` and
     :attr:`diverged` is true.
 
+    ``steps_to_tolerance`` is the step from which the best run's ``loss − minimum_value`` stays below the
+    tolerance; on a landscape unbounded below it is ``None`` and ``steps_to_escape`` is the step from which
+    the loss stays below the landscape's ``escape_level``. ``seconds`` is the run's time without
+    compilation (``compile_seconds``, measured as the first call's extra time), ``floor`` the dtype's
+    resolution of the loss (:func:`loss_floor`), below which :attr:`shown_loss` does not go.
+
     >>> from gradflow.experiments import LANDSCAPES
     >>> result = race_one(LANDSCAPES["booth"], "adam", steps=200, learning_rates=[0.1, 0.3])
     >>> result.optimizer, result.learning_rate, result.losses.shape
@@ -67,11 +76,50 @@ class RaceResult:
     seconds: float
     losses: np.ndarray  # (grid, steps + 1): every learning rate's losses, final loss last
     learning_rates: np.ndarray
+    steps_to_escape: int | None = None
+    compile_seconds: float = 0.0
+    floor: float = 0.0
+    minimum_value: float | None = None
 
     @property
     def diverged(self) -> bool:
         """True when every learning rate of the grid diverged."""
         return self.learning_rate is None
+
+    @property
+    def arrival(self) -> int | None:
+        """The race's metric: steps to tolerance, or steps to escape on a landscape unbounded below."""
+        return self.steps_to_tolerance if self.minimum_value is not None else self.steps_to_escape
+
+    @property
+    def shown_loss(self) -> float:
+        """The final loss as the table prints it and the loss panel draws it.
+
+        ``final_loss − minimum_value`` floored at :attr:`floor` (round-off is not signal); on a landscape
+        unbounded below, the final loss itself (drawn on a symlog axis, linear within ±``floor``).
+        """
+        if self.diverged:
+            return math.inf
+        if self.minimum_value is None:
+            return self.final_loss
+        return max(self.final_loss - self.minimum_value, self.floor)
+
+    @property
+    def best_losses(self) -> np.ndarray | None:
+        """The best learning rate's losses at steps ``0 … steps`` (the final loss last), or ``None``."""
+        if self.diverged:
+            return None
+        return self.losses[int(np.flatnonzero(np.asarray(self.learning_rates) == self.learning_rate)[0])]
+
+    @property
+    def label(self) -> str:
+        """The optimizer and its best learning rate, or "diverged": the race figure's legend entry."""
+        return f"{self.optimizer}: diverged" if self.diverged else f"{self.optimizer}: lr {self.learning_rate:.2e}"
+
+    @property
+    def per_step_ns(self) -> float:
+        """Run time per step of one learning rate, in nanoseconds, compilation excluded."""
+        return 1e9 * self.seconds / self.losses.size
 
 
 def race_one(
@@ -97,22 +145,73 @@ def race_one(
     (0.05, True)
     """
     params = _check_race(landscape, name, start, tolerance, factory, dtype)
-    began = time.perf_counter()
     grid = optimizer_grid(RACERS[name] if factory is None else factory, learning_rate=learning_rates)
-    histories = sweep(landscape.fn, params, grid.txs, steps=steps, record=("params",))
+    timings = []
+    for _ in range(2):  # the first call compiles (unless cached), the second one runs the compiled program
+        began = time.perf_counter()
+        histories = jax.block_until_ready(sweep(landscape.fn, params, grid.txs, steps=steps, record=("params",)))
+        timings.append(time.perf_counter() - began)
     losses = np.concatenate([np.asarray(histories.loss), np.asarray(histories.final_loss)[:, None]], axis=1)
-    seconds = time.perf_counter() - began
-    best, arrivals = _best_run(losses, landscape.minimum_value, tolerance)
+    rates = np.asarray(grid.values["learning_rate"], np.float64)
+    best, arrivals = _best_run(losses, rates, landscape, tolerance)
+    arrival = None if best is None else arrivals[best]
     return RaceResult(
         optimizer=name,
-        learning_rate=None if best is None else float(grid.values["learning_rate"][best]),
+        learning_rate=None if best is None else float(rates[best]),
         history=None if best is None else histories[best],
         final_loss=math.inf if best is None else float(losses[best, -1]),
-        steps_to_tolerance=None if best is None else arrivals[best],
-        seconds=seconds,
+        steps_to_tolerance=arrival if landscape.minimum_value is not None else None,
+        seconds=timings[1],
         losses=losses,
         learning_rates=grid.values["learning_rate"],
+        steps_to_escape=arrival if landscape.minimum_value is None else None,
+        compile_seconds=max(timings[0] - timings[1], 0.0),
+        floor=loss_floor(dtype, landscape),
+        minimum_value=landscape.minimum_value,
     )
+
+
+def loss_floor(dtype: Any, landscape: Landscape) -> float:
+    """The smallest loss difference that ``dtype`` resolves on ``landscape``: ``eps · max(1, |reference|)``.
+
+    The reference is the minimum value (or the escape level of a landscape unbounded below). A loss gap
+    below it is round-off of the loss's own arithmetic, so tables and figures floor what they show there.
+
+    >>> from gradflow.experiments import LANDSCAPES
+    >>> f"{loss_floor(jnp.float32, LANDSCAPES['booth']):.3g}"
+    '1.19e-07'
+    """
+    reference = landscape.minimum_value if landscape.minimum_value is not None else _escape_level(landscape)
+    return float(jnp.finfo(dtype).eps) * max(1.0, abs(reference))
+
+
+def _escape_level(landscape: Landscape) -> float:
+    """The escape level of a landscape unbounded below (a :class:`Landscape` declares one exactly then)."""
+    if landscape.escape_level is None:
+        raise ValueError(f"landscape {landscape.name!r} has a minimum, not an escape level")
+    return landscape.escape_level
+
+
+def rank(results: Iterable[RaceResult]) -> list[RaceResult]:
+    """Results best first, the one order of the race table and of the figure's legends.
+
+    Fewest steps to tolerance (or to escape) first, runs that never arrive after them by :attr:`shown_loss`,
+    optimizers whose every learning rate diverged last; ties keep the given order. On a landscape unbounded
+    below, runs that escaped at the same step keep the given order (a lower final loss there only means a
+    more explosive run).
+
+    >>> from gradflow.experiments import LANDSCAPES
+    >>> results = race(LANDSCAPES["booth"], ["sgd", "adam"], steps=100, learning_rates=[0.01, 0.05])
+    >>> [r.optimizer for r in rank(results)]
+    ['sgd', 'adam']
+    """
+
+    def key(result):
+        arrived = result.arrival is not None
+        shown = 0.0 if arrived and result.minimum_value is None else result.shown_loss
+        return (result.diverged, not arrived, result.arrival or 0, shown)
+
+    return sorted(results, key=key)
 
 
 def race(
@@ -138,7 +237,7 @@ def race(
         check_choice("race", "names", name, RACERS)
     check_flag("race", "progress", progress)
     bar = None
-    if progress:
+    if progress and stderr_is_terminal():  # no progress frames in a redirected log
         from tqdm.auto import tqdm
 
         bar = tqdm(names, desc=f"race on {landscape.name}", unit="optimizer", leave=False)
@@ -169,18 +268,27 @@ def _check_race(landscape, name, start, tolerance, factory, dtype) -> Any:
     return jnp.asarray(point, dtype)
 
 
-def _best_run(losses: np.ndarray, minimum_value: float | None, tolerance: float) -> tuple[int | None, list]:
-    """The row that settles first (ties: lowest final loss), else the lowest final loss; ``None`` if all diverged.
+def _best_run(losses: np.ndarray, rates: np.ndarray, landscape: Landscape, tolerance: float) -> tuple[int | None, list]:
+    """The row that settles first, else the lowest final loss; ``None`` if all diverged.
 
-    A row with a NaN or infinite loss anywhere diverged and is never chosen.
+    A row with a NaN or infinite loss anywhere diverged and is never chosen. With a minimum, rows that
+    settle at the same step are split by the lower final loss; unbounded below, the metric is the step
+    from which the loss stays below ``escape_level`` and ties go to the smaller learning rate (a lower
+    final loss would only reward the more explosive run).
     """
     diverged = ~np.isfinite(losses).all(axis=1)
     final = np.where(diverged, np.inf, losses[:, -1])
-    if minimum_value is None:  # unbounded below (a saddle): the run that got lowest wins
-        arrivals = [None] * len(losses)
+    if landscape.minimum_value is None:
+        arrivals = list(steps_to_tolerance(losses, _escape_level(landscape), 0.0))
+        tie = rates
     else:
-        arrivals = list(steps_to_tolerance(losses, minimum_value, tolerance))
+        arrivals = list(steps_to_tolerance(losses, landscape.minimum_value, tolerance))
+        tie = final
     if diverged.all():
         return None, arrivals
-    order = sorted(np.flatnonzero(~diverged), key=lambda i: (arrivals[i] is None, arrivals[i] or 0, final[i]))
+
+    def key(i):
+        return (arrivals[i] is None, arrivals[i] or 0, final[i] if arrivals[i] is None else tie[i])
+
+    order = sorted(np.flatnonzero(~diverged), key=key)
     return int(order[0]), arrivals
