@@ -4,7 +4,9 @@
 valley, each at the best of 25 learning rates trained in one compiled program, prints a table and
 saves the comparison figure. ``gradflow landscapes`` lists the landscapes, ``gradflow sweep`` draws
 the final loss over a grid of hyperparameters, ``gradflow gradcheck`` verifies every landscape's
-hand-written gradient against central differences.
+hand-written gradient against central differences. Times per step exclude compilation: each compiled
+program is called twice (:func:`~gradflow.experiments.timing.timed`), the second call's time is the run
+time, the difference is reported as compile time.
 
 Every argument is checked with the library's own checks before anything runs (hyperparameter values
 by the optimizer's factory, sizes against int32 and this machine's memory, ``--out`` against its folder
@@ -16,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import inspect
 import math
 import os
 import pathlib
 import sys
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -204,12 +206,22 @@ def _grid(parser, optimizer, specs):
 
     factory = RACERS[optimizer]
     parameters = inspect.signature(factory).parameters
+    numeric = [name for name, parameter in parameters.items() if not _structural(name, parameter)]
     for name in specs:
         if name not in parameters:
-            parser.error(f"--param {name}: {optimizer} does not take {name}; it takes {', '.join(parameters)}")
+            close = difflib.get_close_matches(name, numeric, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            parser.error(f"--param {name}: {optimizer} does not take {name}; it takes {', '.join(numeric)}{hint}")
+        if name not in numeric:
+            parser.error(f"--param {name}: {optimizer}'s {name} is a structural option (a flag, dtype or mask), "
+                         f"not a number a sweep can vary; sweep one of {', '.join(numeric)}")  # fmt: skip
     for name, parameter in parameters.items():
         if parameter.default is parameter.empty and name not in specs:
-            parser.error(f"--param: {optimizer} needs {name}; add an axis such as --param {name}=0.01")
+            if len(specs) >= 2:
+                parser.error(f"--param: {optimizer} needs {name}; a sweep has at most two --param axes, so replace "
+                             f"one of {', '.join(specs)} with --param {name}=0.01 (one value)")  # fmt: skip
+            parser.error(f"--param: {optimizer} needs {name}; add an axis such as --param {name}=0.01 (one value) "
+                         f"or --param {name}=log:1e-4:1:16")  # fmt: skip
     axes = {}
     for name, (kind, values) in specs.items():
         axes[name] = np.array(values) if kind == "list" else (np.geomspace if kind == "log" else np.linspace)(*values)
@@ -220,6 +232,12 @@ def _grid(parser, optimizer, specs):
         if point is None:
             parser.error(f"--param: {error}")
         parser.error(f"--param {', '.join(f'{name}={value:g}' for name, value in point.items())}: {error.__cause__}")
+
+
+def _structural(name, parameter):
+    """Whether a factory's argument is structural (a flag, a dtype, a mask): fixed, never a sweep axis."""
+    flag = parameter.annotation in (bool, "bool") or isinstance(parameter.default, bool)
+    return flag or name.endswith(("_dtype", "mask"))
 
 
 def _list_landscapes() -> int:
@@ -260,20 +278,25 @@ def _race(landscape, names, steps, grid, start, tolerance, out) -> int:
               f"{result.per_step_ns:>8.0f} {result.compile_seconds:>9.2f}")  # fmt: skip
     print("run ms and ns/step (per learning rate and step) exclude compilation, reported as compile s")
     if out.lower() != "none":
-        _save_race_figure(landscape, results, out, tolerance)
+        _save_race_figure(landscape, results, out, tolerance, start)
         print(f"figure: {out}")
     return 0
 
 
-def _save_race_figure(landscape, results, out, tolerance):
-    """The trajectories and the loss curves of ``results`` (ranked), legends in the table's order."""
+def _save_race_figure(landscape, results, out, tolerance, start):
+    """The trajectories and the loss curves of ``results`` (ranked), under one legend in the table's order.
+
+    The legend sits outside both panels (it would hide a path or a curve inside either): each optimizer
+    with its learning rate, the reference line of the loss panel, the start point and the minima.
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     from gradflow.experiments import plots
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5), layout="constrained")
     trajectories = {r.label: None if r.diverged else np.asarray(r.history.trajectory) for r in results}
-    plots.plot_race(landscape, trajectories, ax=left, title=f"{landscape.name}: best learning rate each")
+    plots.plot_race(landscape, trajectories, ax=left, title=f"{landscape.name}: best learning rate each", start=start)
     losses = {r.label: r.best_losses for r in results}
     floor = results[0].floor if results else None
     if landscape.minimum_value is None:
@@ -284,8 +307,17 @@ def _save_race_figure(landscape, results, out, tolerance):
         plots.plot_losses(losses, minimum_value=landscape.minimum_value, ax=right, scale="log", floor=floor,
                           title="loss − minimum")  # fmt: skip
         right.axhline(tolerance, color="0.4", linestyle=":", label=f"tolerance {tolerance:g}")
-    plots._ordered_legend(right, list(losses))
-    figure.tight_layout()
+    drawn = {label: handle for handle, label in zip(*left.get_legend_handles_labels())}  # paths, with markers
+    handles = {label: drawn[label] for label in trajectories}  # the table's order
+    handles.update({label: handle for handle, label in zip(*right.get_legend_handles_labels()) if label not in handles})
+    handles["start"] = Line2D([], [], linestyle="none", **plots._START)
+    if landscape.minima:
+        handles["global minimum"] = Line2D([], [], linestyle="none", **{**plots._GLOBAL, "markersize": 12})
+    if landscape.local_minima:
+        handles["local minimum"] = Line2D([], [], linestyle="none", **plots._LOCAL)
+    for ax in (left, right):
+        ax.get_legend().remove()
+    figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small")
     figure.savefig(out, dpi=120)
     plt.close(figure)
 
@@ -298,16 +330,19 @@ def _sweep(landscape, optimizer, grid, steps, out, scales) -> int:
 
     from gradflow.experiments.grid import best_of
     from gradflow.experiments.loop import sweep
+    from gradflow.experiments.timing import timed
 
-    began = time.perf_counter()
-    history = sweep(landscape.fn, jnp.asarray(landscape.start, jnp.float32), grid.txs, steps=steps)
+    start = jnp.asarray(landscape.start, jnp.float32)
+    measured = timed(lambda: sweep(landscape.fn, start, grid.txs, steps=steps))  # run twice: compile, then run
+    history = measured.result
     final = grid.reshape(np.asarray(history.final_loss, np.float64))
-    seconds = time.perf_counter() - began
     final = np.where(grid.reshape(np.asarray(history.diverged)), np.nan, final)  # one "diverged", text and figure
     best = best_of(final, np.float32)
-    per_step = 1e9 * seconds / (final.size * steps)
-    print(f"{optimizer} on {landscape.name}: {final.size} configurations × {steps} steps in one compiled program, "
-          f"{seconds:.2f} s ({per_step:.0f} ns per configuration-step, compile included)")  # fmt: skip
+    per_step = 1e9 * measured.seconds / (final.size * steps)
+    per_step_text = f"{per_step:.0f}" if per_step >= 100 else f"{per_step:.3g}"
+    print(f"{optimizer} on {landscape.name}: {final.size} configurations × {steps} steps in one compiled program: "
+          f"run {measured.seconds:.3g} s ({per_step_text} ns per configuration-step, compilation excluded), "
+          f"compile {measured.compile_seconds:.3g} s")  # fmt: skip
     names = list(grid.axes)
     width = {name: max(len(name), *(len(repr(float(v))) for v in grid.axes[name])) for name in names}
     print("  ".join(f"{name:>{width[name]}}" for name in names) + "      final loss")
@@ -338,7 +373,7 @@ def _sweep(landscape, optimizer, grid, steps, out, scales) -> int:
             figure = plots.plot_sweep_heatmap(final.T, grid.axes[names[0]], grid.axes[names[1]], x_label=names[0],
                                               y_label=names[1], x_scale=scales[names[0]], y_scale=scales[names[1]],
                                               best=transposed, title=title)  # fmt: skip
-        figure.savefig(out, dpi=120)
+        figure.savefig(out, dpi=120, bbox_inches="tight")  # the legend below the axes is part of the figure
         plt.close(figure)
         print(f"figure: {out}")
     return 0

@@ -77,7 +77,41 @@ def test_gradflow_sweep_and_landscapes_and_gradcheck(tmp_path, capsys):
         (["race", "--start", "1,2,3"], "--start needs 2 finite comma-separated numbers"),
         (["sweep", "--optimizer", "adamm"], "unknown optimizer 'adamm'"),
         (["sweep", "--param", "learning_rate=log:0:1:5"], "--param 'learning_rate=log:0:1:5': needs NAME=log:LO:HI:N"),
-        (["sweep", "--param", "betas=0.1,0.2"], "--param betas: adam does not take betas; it takes learning_rate, b1"),
+        (
+            ["sweep", "--param", "betas=0.1,0.2"],
+            "--param betas: adam does not take betas; it takes learning_rate, b1, b2, eps, eps_root\n",
+        ),
+        # a missing learning rate names the missing flag (once: "momentum does not take momentum")
+        (
+            ["sweep", "--optimizer", "momentum", "--param", "momentum=0.5,0.9"],
+            "--param: momentum needs learning_rate; add an axis such as --param learning_rate=0.01",
+        ),
+        (["sweep", "--optimizer", "sgd", "--param", "momentum=0.5"], "--param: sgd needs learning_rate"),
+        (
+            ["sweep", "--optimizer", "adam", "--param", "b1=0.5,0.9", "--param", "b2=0.9,0.99"],
+            "adam needs learning_rate; a sweep has at most two --param axes, so replace one of b1, b2 with",
+        ),
+        (
+            ["sweep", "--optimizer", "sgd", "--param", "learning_rat=0.1"],
+            "--param learning_rat: sgd does not take learning_rat; it takes learning_rate, momentum; "
+            "did you mean learning_rate?",
+        ),
+        (
+            ["sweep", "--optimizer", "adam", "--param", "momentum=0.9"],
+            "adam does not take momentum; it takes learning_rate, b1, b2, eps, eps_root\n",
+        ),
+        (
+            ["sweep", "--optimizer", "sgd", "--param", "learning_rate=0.1", "--param", "nesterov=0,1"],
+            "--param nesterov: sgd's nesterov is a structural option (a flag, dtype or mask), not a number",
+        ),
+        (
+            ["sweep", "--optimizer", "adam", "--param", "learning_rate=0.1", "--param", "mu_dtype=1"],
+            "--param mu_dtype: adam's mu_dtype is a structural option",
+        ),
+        (
+            ["sweep", "--optimizer", "momentum", "--param", "learning_rate=0.1", "--param", "momentum=0.5,1.5"],
+            "--param learning_rate=0.1, momentum=1.5: sgd: momentum must be in [0.0, 1.0), got 1.5",
+        ),
         (["gradcheck", "nowhere"], "unknown landscape 'nowhere'"),
         (["fly"], "invalid choice: 'fly'"),
     ],
@@ -88,6 +122,54 @@ def test_bad_arguments_give_one_line_and_exit_code_2(argv, message, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_sweep_argument_errors_come_before_anything_runs(monkeypatch, capsys):
+    """A bad --param ends the command before the sweep (or its compilation) starts."""
+    from gradflow.experiments import loop
+
+    monkeypatch.setattr(loop, "sweep", lambda *a, **k: pytest.fail("the sweep ran"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "booth", "--optimizer", "momentum", "--param", "momentum=0.5,0.9"])
+    assert exit_info.value.code == 2 and capsys.readouterr().out == ""
+
+
+class _Clock:
+    """A fake ``time.perf_counter``: the first sweep call takes 10 s, the second (run only) 2 s."""
+
+    def __init__(self):
+        self.times = iter([100.0, 110.0, 200.0, 202.0])
+
+    def perf_counter(self):
+        return next(self.times)
+
+
+def test_sweep_prints_run_time_without_compilation_and_compile_time_apart(monkeypatch, capsys):
+    from gradflow.experiments import loop, timing
+
+    calls = []
+    real_sweep = loop.sweep
+    monkeypatch.setattr(loop, "sweep", lambda *a, **k: calls.append(1) or real_sweep(*a, **k))
+    monkeypatch.setattr(timing, "time", _Clock())
+    args = ["sweep", "booth", "--optimizer", "sgd", "--param", "learning_rate=0.01,0.02", "--steps", "50",
+            "--out", "none"]  # fmt: skip
+    assert main(args) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert len(calls) == 2  # once to compile and run, once to run the compiled program
+    per_step = 1e9 * 2.0 / (2 * 50)  # the second call's 2 s over 2 configurations × 50 steps
+    assert f"run 2 s ({per_step:.0f} ns per configuration-step, compilation excluded), compile 8 s" in first
+
+
+def test_timed_reports_the_second_call_and_compilation_apart():
+    import jax
+    import jax.numpy as jnp
+
+    from gradflow.experiments.timing import timed
+
+    fresh = jax.jit(lambda x: jnp.sin(x) @ jnp.cos(x).T)  # a new function: the first call compiles
+    measured = timed(lambda: fresh(jnp.ones((64, 64))))
+    assert measured.compile_seconds > measured.seconds > 0
+    np.testing.assert_allclose(measured.result, fresh(jnp.ones((64, 64))))
 
 
 def test_console_script_and_module_entry_point():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import subprocess
 import sys
 
@@ -227,6 +228,42 @@ def test_losses_rejects_a_batched_history():
         plot_losses({"sweep": np.ones((3, 10))})
 
 
+def tick_labels_apart(fig, axis):
+    """The visible major tick labels of ``axis`` as ``(text, box)``, after checking that no two boxes overlap."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    low, high = sorted(axis.get_view_interval())
+    labels = [(tick.label1.get_text(), tick.label1.get_window_extent(renderer)) for tick in axis.get_major_ticks()
+              if tick.label1.get_visible() and tick.label1.get_text() and low <= tick.get_loc() <= high]  # fmt: skip
+    for (a, box_a), (b, box_b) in itertools.pairwise(labels):
+        assert not box_a.overlaps(box_b), f"tick labels {a!r} and {b!r} overlap"
+    return [text for text, _ in labels]
+
+
+def test_symlog_loss_axis_is_readable_near_zero():
+    """A saddle's losses: from 1 past 0 to -1e37, and a run that stays at -0.02 (never escaped)."""
+    steps = np.arange(200)
+    losses = {"explodes": 1.0 - 10.0 ** (steps * 37 / 199), "stays": np.linspace(1.0, -0.02, 200)}
+    fig = plot_losses(losses, scale="symlog", floor=1.19e-7)
+    ax = fig.axes[0]
+    # the linear band comes from the data (the smallest start or end magnitude, 0.02 → 0.01), not float32's 1e-7
+    assert ax.get_yscale() == "symlog" and ax.yaxis.get_transform().linthresh == 0.01
+    assert ax.get_ylabel() == "loss (symlog, linear within ±0.01)"
+    ticks = list(ax.get_yticks())
+    assert {0.0, 0.01, -0.01} <= set(ticks) and len(ticks) <= 9
+    texts = tick_labels_apart(fig, ax.yaxis)
+    assert "0" in texts
+    bottom, _ = ax.get_ylim()
+    assert bottom < -1e37  # the limits reach the data, with a margin
+
+
+def test_symlog_without_data_near_zero_keeps_matplotlibs_ticks():
+    fig = plot_losses({"a": -np.geomspace(10.0, 1e6, 50)}, scale="symlog")
+    ax = fig.axes[0]
+    assert ax.yaxis.get_transform().linthresh == 10.0  # from the data: its smallest magnitude
+    tick_labels_apart(fig, ax.yaxis)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # plot_schedule
 # ----------------------------------------------------------------------------------------------------------
@@ -284,7 +321,7 @@ def test_heatmap_draws_the_values_and_masks_diverged_cells(tmp_path):
     np.testing.assert_array_equal(np.ma.getmaskarray(drawn), ~finite)
     np.testing.assert_array_equal(drawn[finite], values[finite])
 
-    best = labelled(ax, "_best")
+    best = labelled(ax, "best")
     row, column = np.unravel_index(np.nanargmin(values), values.shape)
     np.testing.assert_array_equal(best.get_xydata(), [[learning_rates[column], momenta[row]]])
     crosses = labelled(ax, "diverged").get_xydata()
@@ -315,7 +352,7 @@ def test_sweep_1d_line_marks_best_and_diverged(tmp_path):
     line = labelled(ax, "_sweep")
     np.testing.assert_array_equal(line.get_xdata(), learning_rates)
     np.testing.assert_array_equal(line.get_ydata(), [0.8, 0.2, 1e-3, np.nan, np.nan])
-    np.testing.assert_array_equal(labelled(ax, "_best").get_xydata(), [[1e-2, 1e-3]])
+    np.testing.assert_array_equal(labelled(ax, "best").get_xydata(), [[1e-2, 1e-3]])
     np.testing.assert_array_equal(labelled(ax, "diverged").get_xdata(), learning_rates[3:])
     assert ax.get_xscale() == "log" and ax.get_yscale() == "symlog"
     assert ax.get_ylabel().startswith("final loss − f* (symlog")
@@ -339,3 +376,58 @@ def test_missing_matplotlib_gives_install_hint(monkeypatch):
 def test_importing_gradflow_does_not_import_matplotlib():
     code = "import sys, gradflow, gradflow.experiments; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# sweep axes and symlog scales stay readable
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_sweep_axes_tick_exactly_the_grid_values_when_they_fit():
+    b1 = np.linspace(0.0, 0.95, 6)
+    learning_rates = np.geomspace(1e-4, 1.0, 12)
+    fig = plot_sweep_heatmap(np.ones((12, 6)), b1, learning_rates, x_label="b1", y_label="learning_rate",
+                             x_scale="linear", y_scale="log")  # fmt: skip
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.get_xticks(), b1)  # not 0, 0.2, … 1.0: the last column is 0.95
+    assert tick_labels_apart(fig, ax.xaxis) == ["0.0", "0.19", "0.38", "0.57", "0.76", "0.95"]
+    # twelve values stacked fit too, each labelled with 3 significant digits, on the log axis
+    np.testing.assert_allclose(ax.get_yticks(), learning_rates)
+    assert tick_labels_apart(fig, ax.yaxis)[:3] == ["0.0001", "0.000231", "0.000534"]
+    assert ax.get_yscale() == "log"
+    np.testing.assert_allclose(ax.get_xlim(), [-0.095, 1.045])  # the cells' edges
+
+
+def test_sweep_x_labels_that_would_collide_fall_back_to_the_scales_ticks():
+    learning_rates = np.geomspace(1e-3, 1e-1, 8)  # 0.00193, 0.00373 …: too wide side by side
+    fig = plot_sweep_heatmap(np.ones((2, 8)), learning_rates, [0.0, 0.9], x_label="lr", y_label="m",
+                             y_scale="categorical")  # fmt: skip
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.xaxis.get_minor_locator().locs, learning_rates)  # a minor tick at each value
+    assert tick_labels_apart(fig, ax.xaxis) == ["$\\mathdefault{10^{-3}}$", "$\\mathdefault{10^{-2}}$",
+                                                "$\\mathdefault{10^{-1}}$"]  # fmt: skip
+
+
+def test_sweep_colour_scale_with_negative_losses_has_readable_ticks():
+    values = np.array([[0.3, 1e-3, -5.0, -1e12], [2.0, 0.5, -1e3, -7e28]])
+    fig = plot_sweep_heatmap(values, [1e-3, 1e-2, 1e-1, 1.0], [0.0, 0.9], x_label="lr", y_label="m",
+                             y_scale="categorical")  # fmt: skip
+    ax, colorbar = fig.axes
+    ticks = list(colorbar.get_yticks())
+    assert {0.0, 1.19e-7} <= {round(t, 9) if abs(t) < 1 else t for t in ticks} and len(ticks) <= 9
+    tick_labels_apart(fig, colorbar.yaxis)
+    (mesh,) = ax.collections
+    assert mesh.norm.linthresh == pytest.approx(1.1920929e-07)  # the colour scale is still linear within float32's eps
+
+
+def test_sweep_1d_within_resolution_shows_the_band_not_the_noise():
+    """Three final losses tied at ~0 (2e-12, 0, 1.8e-12): drawn together at 0, not spread over the axis."""
+    final = np.array([2.27e-12, 0.0, 1.82e-12, np.nan])
+    fig = plot_sweep_heatmap(final, [0.01, 0.05, 0.1, 0.2], x_label="lr", x_scale="categorical")
+    ax = fig.axes[0]
+    bottom, top = ax.get_ylim()
+    assert bottom < 0 < 1.19e-7 < top < 1e-6
+    assert tick_labels_apart(fig, ax.yaxis) == ["0", "1.19e\N{MINUS SIGN}07"]
+    assert labelled(ax, "best (first tied in grid order)").get_xydata().tolist() == [[0.0, 2.27e-12]]
+    np.testing.assert_array_equal(labelled(ax, "diverged").get_xdata(), [3.0])
+    assert [patch.get_label() for patch in ax.patches] == ["_diverged cell"]

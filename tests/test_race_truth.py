@@ -4,6 +4,7 @@ what its name says (steps to tolerance, steps to escape, diverged, timings witho
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import jax.numpy as jnp
 import matplotlib
@@ -113,9 +114,17 @@ def test_table_and_figure_agree(capsys, monkeypatch, argv):
     landscape = LANDSCAPES[argv[0]]
     left, right = figure.axes
     expected = [f"{row[0]}: diverged" if row[1] == "diverged" else f"{row[0]}: lr {row[1]}" for row in rows]
-    for ax in (left, right):  # same entries, same order, learning rates included
-        labels = [text.get_text() for text in ax.get_legend().get_texts()]
-        assert labels[: len(rows)] == expected
+    (legend,) = figure.legends  # one legend for both panels, outside them, in the table's order
+    labels = [text.get_text() for text in legend.get_texts()]
+    assert labels[: len(rows)] == expected and left.get_legend() is None and right.get_legend() is None
+    reference = "escape level -1" if landscape.minimum_value is None else "tolerance 1e-06"
+    assert labels[len(rows)] == reference and "start" in labels
+    for label in expected:  # each entry's colour is its curve's and its path's colour
+        handle = legend.legend_handles[labels.index(label)]
+        curve = next(line for line in right.get_lines() if line.get_label() == label)
+        assert handle.get_color() == curve.get_color()
+        path = [line for line in left.get_lines() if line.get_label() == label]
+        assert all(line.get_color() == curve.get_color() for line in path)
     lines = {line.get_label(): line for line in right.get_lines()}
     for row in rows:
         label = expected[rows.index(row)]
@@ -123,6 +132,12 @@ def test_table_and_figure_agree(capsys, monkeypatch, argv):
         assert shown == pytest.approx(float(row[2]), rel=1e-3)  # the curve ends at the printed value
     if landscape.minimum_value is None:
         assert right.get_yscale() == "symlog" and "linear within" in right.get_ylabel()
+        # the linear band comes from the data (the start loss ~1 → ±0.1), not float32's 1e-7: no crowd at 0
+        linthresh = right.yaxis.get_transform().linthresh
+        assert linthresh >= 1e-3 and right.get_ylabel().endswith(f"linear within ±{linthresh:g})")
+        figure.canvas.draw()
+        boxes = [tick.label1.get_window_extent() for tick in right.yaxis.get_major_ticks() if tick.label1.get_text()]
+        assert 0.0 in right.get_yticks() and not any(a.overlaps(b) for a, b in itertools.pairwise(boxes))
         assert "steps to < -1" in captured.out
     else:
         assert right.get_yscale() == "log" and "floored at 1.2e-07" in right.get_ylabel()
@@ -139,9 +154,12 @@ def test_diverged_optimizer_is_explicit_in_table_and_both_legends(capsys, monkey
     rows, figure, _ = _race_cli(capsys, monkeypatch, argv)
     # far out on the quartic, SGD explodes at both learning rates (1e-4, 1); Adam does not
     assert rows[-1][:3] == ["sgd", "diverged", "diverged"] and rows[0][0] == "adam"
-    for ax in figure.axes:
-        labels = [text.get_text() for text in ax.get_legend().get_texts()]
-        assert labels[:2] == [f"adam: lr {rows[0][1]}", "sgd: diverged"]
+    labels = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert labels[:2] == [f"adam: lr {rows[0][1]}", "sgd: diverged"]
+    # the start (50, 50) lies outside the window: said in a note, not drawn at the landscape's default start
+    (note,) = [text.get_text() for text in figure.axes[0].texts]
+    assert note == "start (50, 50): outside the window"
+    assert not [line for line in figure.axes[0].get_lines() if line.get_label() == "_start"]
     empty = [line for line in figure.axes[1].get_lines() if line.get_label() == "sgd: diverged"]
     assert len(empty) == 1 and len(empty[0].get_xdata()) == 0
 

@@ -67,8 +67,13 @@ def position_to_value(ax, which, position):
 
 def points(ax, label):
     """The data points of the lines labelled ``label`` (or ``_label``, matplotlib's hidden-from-legend form)."""
-    found = [line.get_xydata() for line in ax.lines if line.get_label().lstrip("_") == label.lstrip("_")]
+    found = [line.get_xydata() for line in ax.lines if _named(line.get_label().lstrip("_"), label.lstrip("_"))]
     return np.concatenate(found) if found else np.empty((0, 2))
+
+
+def _named(text, label):
+    """The star's label is "best", or "best (first tied in grid order)" when there are ties."""
+    return text == label or (label == "best" and text.startswith("best ("))
 
 
 def _categorical(ax, which):

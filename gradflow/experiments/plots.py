@@ -102,13 +102,15 @@ def plot_race(
     ax: Any = None,
     levels: int = 30,
     title: str | None = None,
+    start: Any = None,
 ) -> Any:
     """The optimizers' paths over a landscape, the seeds' comparison figure.
 
     A 2-D landscape is drawn as contours over its ``window`` (log-spaced levels when ``log_scale``), each
     trajectory as a line with thinned markers; a 1-D one as the curve ``f(x)`` with each trajectory as
-    markers at ``(x, f(x))`` and its final point enlarged. Start points are white circles, global minima
-    gold stars and local minima white diamonds. The axes keep the window as limits: points that are not
+    markers at ``(x, f(x))`` and its final point enlarged. Start points (each trajectory's first point)
+    are white circles, global minima gold stars and local minima white diamonds; a start point outside
+    the window is stated in a note instead. The axes keep the window as limits: points that are not
     finite or lie outside the window are left out (the line breaks there), so a diverging optimizer
     cannot rescale the figure.
 
@@ -120,6 +122,8 @@ def plot_race(
       ax: axes to draw into; a new figure when ``None``.
       levels: number of contour levels (2-D only).
       title: defaults to the landscape's name.
+      start: the start point marked when no trajectory gives one (every run diverged); default the
+        landscape's ``start``.
 
     Returns:
       The figure.
@@ -140,8 +144,19 @@ def plot_race(
         if points is None:
             ax.plot([], [], color=colors[name], linestyle="none", marker="x", label=name)
     paths = {name: _in_window(name, points, window) for name, points in trajectories.items() if points is not None}
-    finite_starts = [path[0] for path in paths.values() if np.isfinite(path[0]).all()]
-    starts = np.unique(finite_starts, axis=0) if finite_starts else np.asarray([landscape.start], np.float64)
+    firsts = [np.asarray(points, np.float64).reshape(-1, landscape.dim)[0] for points in trajectories.values()
+              if points is not None]  # fmt: skip
+    firsts = [point for point in firsts if np.isfinite(point).all()]
+    if not firsts:
+        firsts = [np.asarray(landscape.start if start is None else start, np.float64).reshape(landscape.dim)]
+    starts = np.unique(firsts, axis=0)
+    lo, hi = np.asarray(window, dtype=np.float64).T
+    outside = starts[~((starts >= lo) & (starts <= hi)).all(axis=1)]
+    starts = starts[((starts >= lo) & (starts <= hi)).all(axis=1)]
+    if len(outside):  # a start point the window cannot show is said, not drawn somewhere else
+        where = "; ".join("(" + ", ".join(f"{v:g}" for v in point) + ")" for point in outside)
+        ax.text(0.02, 0.02, f"start {where}: outside the window", transform=ax.transAxes, fontsize="small",
+                bbox=dict(facecolor="white", edgecolor="0.5", alpha=0.85), zorder=7)  # fmt: skip
     minima = np.asarray(landscape.minima, dtype=np.float64).reshape(-1, landscape.dim)
     local_minima = np.asarray(landscape.local_minima, dtype=np.float64).reshape(-1, landscape.dim)
     if landscape.dim == 2:
@@ -226,8 +241,10 @@ def plot_losses(
 
     On the log axis, values at or below ``floor`` (default 1e-16; a run that reached the minimum exactly,
     or round-off below the dtype's resolution) are drawn at ``floor``, and non-finite values (a diverged
-    run) are left out. On a ``"symlog"`` axis (a loss unbounded below) the axis is linear within
-    ±``floor``. A given ``floor`` is stated in the y label. A history of ``None`` (a run that diverged)
+    run) are left out. On a ``"symlog"`` axis (a loss unbounded below) the axis is linear within ±the
+    largest power of ten at or below the smallest magnitude any curve starts or ends at (at least
+    ``floor``), with ticks at 0, at ±that threshold and every few decades beyond; the y label states the
+    threshold. A given ``floor`` is stated in the y label of a log axis. A history of ``None`` (a run that diverged)
     gets a legend entry and no line; the legend keeps the order of ``histories``. A history with a
     validation loss also gets it dashed in the same color, and a dotted vertical line at ``stopped_at``
     when early stopping froze the parameters before the end of the run.
@@ -240,7 +257,7 @@ def plot_losses(
       log: logarithmic y axis (when ``scale`` is not given).
       title: the axes title (none by default).
       scale: ``"log"``, ``"symlog"`` or ``"linear"``; overrides ``log``.
-      floor: the smallest value drawn on a log axis, the linear threshold of a symlog one.
+      floor: the smallest value drawn on a log axis, the smallest linear threshold of a symlog one.
 
     Returns:
       The figure.
@@ -264,23 +281,27 @@ def plot_losses(
             return np.where(np.isfinite(values), np.maximum(values, low), np.nan)
         return np.where(np.isfinite(values), values, np.nan)
 
+    drawn = []
     for (name, record), color in zip(histories.items(), _colors(len(histories))):
         if record is None:
             ax.plot([], [], color=color, linestyle="none", marker="x", label=name)
             continue
         steps, loss, val_loss, stopped_at = _loss_record(name, record)
-        ax.plot(steps, shown(loss), color=color, label=name)
+        drawn.append(shown(loss))
+        ax.plot(steps, drawn[-1], color=color, label=name)
         if val_loss is not None:
             ax.plot(steps, shown(val_loss), color=color, linestyle="--", label=f"{name} (validation)")
             if stopped_at <= steps[-1]:  # a run that never stopped has stopped_at = its number of steps
                 ax.axvline(stopped_at, color=color, linestyle=":", label=f"_{name} stopped")
+    label = "loss" if minimum_value is None else "loss − minimum"
     if scale == "symlog":
-        ax.set_yscale("symlog", linthresh=low)
+        linthresh = _symlog_linthresh(drawn, low)
+        _symlog_axis(ax, np.concatenate(drawn) if drawn else np.empty(0), linthresh)
+        label += f" (symlog, linear within ±{linthresh:g})"
     elif scale == "log":
         ax.set_yscale("log")
-    label = "loss" if minimum_value is None else "loss − minimum"
-    if floor is not None:
-        label += f" (floored at {floor:.1e})" if scale == "log" else f" ({scale}, linear within ±{floor:.1e})"
+        if floor is not None:
+            label += f" (floored at {floor:.1e})"
     ax.set_xlabel("step")
     ax.set_ylabel(label)
     if histories:
@@ -288,6 +309,95 @@ def plot_losses(
     if title is not None:
         ax.set_title(title)
     return fig
+
+
+def _symlog_linthresh(curves: list[np.ndarray], floor: float) -> float:
+    """The linear threshold of a symlog loss axis: the largest power of ten at or below the smallest
+    nonzero magnitude among the curves' first and last finite values, and at least ``floor``.
+
+    Below that magnitude no curve starts or ends, so decades of round-off near 0 (float32's 1e-7 …) do
+    not take up the axis; a curve that only passes through 0 crosses the linear band.
+    """
+    ends = [curve[np.isfinite(curve)][[0, -1]] for curve in curves if np.isfinite(curve).any()]
+    magnitudes = np.abs(np.concatenate(ends)) if ends else np.empty(0)
+    magnitudes = magnitudes[magnitudes > 0]
+    if not magnitudes.size:
+        return floor
+    return max(floor, 10.0 ** np.floor(np.log10(magnitudes.min())))
+
+
+_SYMLOG_TICKS = 9  # at most about this many major ticks on a symlog axis, 0 included
+_STRIDES = (1, 2, 3, 5, 10, 20, 25, 50, 100)  # decades between neighbouring ticks
+
+
+def _symlog_tick_text(value: float, _position: Any = None) -> str:
+    """A symlog tick's label: 0, ±10^k for a power of ten, else three significant digits."""
+    if value == 0:
+        return "0"
+    exponent = np.log10(abs(value))
+    if np.isclose(exponent, round(exponent), rtol=0, atol=1e-9):
+        return f"${'-' if value < 0 else ''}10^{{{round(exponent)}}}$"
+    return f"{value:.3g}".replace("-", "\N{MINUS SIGN}")
+
+
+def _symlog_ticks(low: float, high: float, linthresh: float) -> tuple[list[float], float, tuple[float, float]]:
+    """Readable ticks for a symlog scale over ``[low, high]`` that shows its linear band ±``linthresh``.
+
+    Returns ``(ticks, linscale, (bottom, top))``: 0 and ±``linthresh`` (on the sides the data reach) are
+    always ticks; ``linscale`` gives the band about a ninth of the scale's length, so that they never
+    crowd; beyond it, ticks at ±10^k for k a multiple of a stride of decades that keeps about
+    ``_SYMLOG_TICKS`` ticks, none closer than half a stride to ±``linthresh``. ``(bottom, top)`` are the
+    data's extent (at least ±``linthresh`` on a side the data reach, 0 on a side they do not).
+    """
+    up = np.log10(max(high, linthresh) / linthresh)
+    down = np.log10(max(-low, linthresh) / linthresh) if low < 0 else 0.0
+    first = np.log10(linthresh)
+    stride = next((s for s in _STRIDES if np.ceil(up / s) + np.ceil(down / s) + 3 <= _SYMLOG_TICKS), _STRIDES[-1])
+    ticks, limits = [0.0], []
+    for sign, decades, reached in ((1.0, up, high > 0), (-1.0, down, low < 0)):
+        if not reached:
+            limits.append(0.0)  # nothing on this side of 0: the scale ends at 0
+            continue
+        ticks.append(sign * linthresh)
+        exponent = int(np.ceil((first + max(1, stride / 2)) / stride)) * stride  # multiples of the stride
+        while exponent <= first + decades + 1e-9:  # within the data
+            ticks.append(sign * 10.0**exponent)
+            exponent += stride
+        limits.append(sign * linthresh * 10.0**decades)
+    return sorted(ticks), max(1.0, (up + down) / 8), (limits[1], limits[0])
+
+
+def _shows_band(low: float, high: float, linthresh: float) -> bool:
+    """Whether data over ``[low, high]`` come within ten times ``linthresh`` of 0 (the band is then shown)."""
+    return low <= 10 * linthresh and high >= -10 * linthresh
+
+
+def _symlog_axis(ax: Any, values: np.ndarray, linthresh: float) -> None:
+    """Put ``ax``'s y axis on a readable symlog scale, linear within ±``linthresh``, for ``values``.
+
+    When the data come within ten times ``linthresh`` of 0, the ticks and limits of :func:`_symlog_ticks`
+    (minor ticks off); data far from 0 get matplotlib's own symlog ticks (the axis is then logarithmic
+    where they are).
+    """
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, linthresh)
+    if not _shows_band(low, high, linthresh):
+        ax.set_yscale("symlog", linthresh=linthresh)
+        return
+    ticks, linscale, (bottom, top) = _symlog_ticks(low, high, linthresh)
+    ax.set_yscale("symlog", linthresh=linthresh, linscale=linscale)
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(FuncFormatter(_symlog_tick_text))
+    ax.yaxis.set_minor_locator(NullLocator())
+    if top == 0.0:
+        top = linthresh  # all data at or below 0: still show the band's upper half
+    scaled = ax.transScale.transform([(0, bottom), (0, top)])[:, 1]
+    margin = 0.04 * (scaled[1] - scaled[0])
+    inverse = ax.transScale.inverted()
+    ax.set_ylim(inverse.transform([(0, scaled[0] - margin), (0, scaled[1] + margin)])[:, 1])
 
 
 def _schedule_values(schedule: Callable[[Any], Any], steps: int) -> np.ndarray:
@@ -379,15 +489,75 @@ def _sweep_axis(ax: Any, which: str, centers: np.ndarray, scale: str) -> tuple[n
     """Set up one axis of a sweep figure; the positions of its values and its cell edges."""
     if scale == "categorical":
         positions = np.arange(len(centers), dtype=np.float64)
-        getattr(ax, f"set_{which}ticks")(positions, [_value_label(v) for v in centers])
+        labels = [_value_label(v) for v in centers]
+        getattr(ax, f"set_{which}ticks")(positions, labels)
+        if not _labels_fit(which, labels):  # exact values are the categories' names: turned, never shortened
+            ax.tick_params(axis=which, labelrotation=45 if which == "x" else 0)
+            if which == "x":
+                for label in ax.get_xticklabels():
+                    label.set(horizontalalignment="right", rotation_mode="anchor")
         getattr(ax, f"set_{which}lim")(-0.5, len(centers) - 0.5)
         return positions, np.arange(len(centers) + 1) - 0.5
     if scale == "log":
         getattr(ax, f"set_{which}scale")("log")
-    return centers, _cell_edges(centers, scale == "log")
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter
+
+    axis = getattr(ax, f"{which}axis")
+    labels = [_short_value_label(v) for v in centers]
+    if _labels_fit(which, labels):  # the grid values are the ticks
+        axis.set_major_locator(FixedLocator(centers.tolist()))
+        axis.set_major_formatter(FixedFormatter(labels))
+        axis.set_minor_locator(FixedLocator([]))
+    else:  # too many to label: the scale's own ticks, and a minor tick at every grid value
+        axis.set_minor_locator(FixedLocator(centers.tolist()))
+        axis.set_minor_formatter(NullFormatter())
+    edges = _cell_edges(centers, scale == "log")
+    getattr(ax, f"set_{which}lim")(edges[0], edges[-1])
+    return centers, edges
+
+
+def _labels_fit(which: str, labels: list[str]) -> bool:
+    """Whether tick labels for every grid value fit side by side (x: about 48 characters) or stacked (y: 12)."""
+    if which == "x":
+        return sum(len(label) + 2 for label in labels) <= 48
+    return len(labels) <= 12 and max(map(len, labels)) <= 8
+
+
+def _short_value_label(value: float) -> str:
+    """A generated grid value (``log:`` or ``lin:``) as a tick label: its shortest text, else 3 digits."""
+    text = repr(float(value))
+    return text if len(text) <= 7 else f"{value:.3g}"
 
 
 _BEST = dict(marker="*", markersize=16, markerfacecolor="white", markeredgecolor="black", linestyle="none", zorder=5)
+
+
+def _legend_below(ax: Any, **style: Any) -> None:
+    """A legend centred under ``ax``, below its tick labels and x label (wherever long labels put them).
+
+    In a figure of its own under constrained layout (the heatmap and its colorbar), a figure legend that
+    the layout makes room for; in a figure of the caller's, an axes legend placed under the laid-out
+    axes, kept out of the layout so that the axes do not move after it is placed.
+    """
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    figure = ax.figure
+    handles, labels = ax.get_legend_handles_labels()
+    if isinstance(figure.get_layout_engine(), ConstrainedLayoutEngine) and len(figure.axes) <= 2:
+        figure.legend(handles, labels, loc="outside lower center", **style)
+        return
+    figure.canvas.draw()  # lays the figure out: tick labels and the x label take their final place
+    box = ax.get_tightbbox(figure.canvas.get_renderer())
+    bottom = ax.transAxes.inverted().transform((0, box.y0))[1]
+    legend = ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, bottom - 0.02), **style)
+    legend.set_in_layout(False)
+
+
+def _best_label(best: Any) -> str:
+    """The legend entry of the best run's star (the first of its ties in grid order when there are ties)."""
+    return "best (first tied in grid order)" if best.ties > 1 else "best"
+
+
 _TIED = dict(marker="o", markersize=5, markerfacecolor="white", markeredgecolor="black", linestyle="none", zorder=4)
 
 
@@ -415,7 +585,7 @@ def plot_sweep_heatmap(
     "diverged"). Colors follow a symmetric-log scale that is linear within the dtype's resolution
     (``resolution(dtype)``, float32's 1.19e-07) of 0 and logarithmic beyond, so a loss of exactly 0 or below
     0 keeps its place on the scale; the colorbar says so. Without ``y``, ``values[j]`` is drawn against
-    ``x`` on the same kind of loss axis, diverged runs as red crosses along the top.
+    ``x`` on the same kind of loss axis, diverged runs as gray bands with a cross (no loss value to place).
 
     Each axis has a scale: ``"log"`` and ``"linear"`` draw the values on a continuous axis, cells meeting
     halfway between neighbours (in log space on a log axis); ``"categorical"`` draws equal cells labelled
@@ -476,33 +646,43 @@ def plot_sweep_heatmap(
     if y is None:
         ax.plot(px, np.where(finite, values, np.nan), color="tab:blue", marker="o", markersize=4, label="_sweep")
         if not finite.all():
-            ax.plot(px[~finite], np.full((~finite).sum(), 0.96), transform=ax.get_xaxis_transform(), linestyle="none",
-                    marker="x", color="tab:red", clip_on=False, label="diverged")  # fmt: skip
+            for j in np.flatnonzero(~finite):  # a gray band: no loss value there, as in the heatmap's cells
+                ax.axvspan(x_edges[j], x_edges[j + 1], color="lightgray", zorder=0, label="_diverged cell")
+            ax.plot(px[~finite], np.full((~finite).sum(), 0.5), transform=ax.get_xaxis_transform(), linestyle="none",
+                    marker="x", color="0.3", label="diverged")  # fmt: skip
         if best.index is not None:
             tied = np.array([i[0] for i in best.tied[1:]], dtype=int)
+            ax.plot(px[best.index], values[best.index], label=_best_label(best), **{**_BEST, "markerfacecolor": "gold"})
             ax.plot(px[tied], values[tied], label="tied" if len(tied) else "_tied", **_TIED)
-            ax.plot(px[best.index], values[best.index], label="_best", **_BEST)
             where = f"{x_label} = {_value_label(x[best.index[0]])}"
-        if not finite.all() or best.ties > 1:
+        if best.index is not None or not finite.all():
             ax.legend(loc="best", fontsize="small")
-        ax.set_yscale("symlog", linthresh=floor)
+        _symlog_axis(ax, values[finite], floor)
         ax.set_ylabel(f"{colorbar_label if y_label is None else y_label} ({scale_note})")
     else:
         py, y_edges = _sweep_axis(ax, "y", y, y_kind)
         cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgray")
-        norm = SymLogNorm(linthresh=floor, vmin=low, vmax=high)
+        band = _shows_band(low, high, floor)
+        ticks, linscale, _ = _symlog_ticks(low, high, floor) if band else (None, 1.0, None)
+        norm = SymLogNorm(linthresh=floor, linscale=linscale, vmin=low, vmax=high)
         mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_invalid(values), cmap=cmap, norm=norm, shading="flat")
-        ax.figure.colorbar(mesh, ax=ax, label=f"{colorbar_label} ({scale_note})")
+        colorbar = ax.figure.colorbar(mesh, ax=ax, label=f"{colorbar_label} ({scale_note})")
+        if ticks is not None:  # 0 and ±resolution never crowd (see _symlog_ticks)
+            from matplotlib.ticker import FuncFormatter, NullLocator
+
+            colorbar.set_ticks([tick for tick in ticks if low <= tick <= high])
+            colorbar.ax.yaxis.set_major_formatter(FuncFormatter(_symlog_tick_text))
+            colorbar.ax.yaxis.set_minor_locator(NullLocator())
         rows, columns = np.nonzero(~finite)
         ax.plot(px[columns], py[rows], linestyle="none", marker="x", color="0.3",
                 label="diverged" if len(rows) else "_diverged")  # fmt: skip
         if best.index is not None:
             tied = np.array(best.tied[1:], dtype=int).reshape(-1, 2)
+            ax.plot(px[best.index[1]], py[best.index[0]], label=_best_label(best), **_BEST)
             ax.plot(px[tied[:, 1]], py[tied[:, 0]], label="tied" if len(tied) else "_tied", **_TIED)
-            ax.plot(px[best.index[1]], py[best.index[0]], label="_best", **_BEST)
             where = f"{x_label} = {_value_label(x[best.index[1]])}, {y_label or 'y'} = {_value_label(y[best.index[0]])}"
-        if len(rows) or best.ties > 1:
-            ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), fontsize="small", ncols=2)
+        if best.index is not None or len(rows):  # below the axes, under the x label
+            _legend_below(ax, fontsize="small", ncols=3)
         if y_label is not None:
             ax.set_ylabel(y_label)
     ax.set_xlabel(x_label)

@@ -13,11 +13,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -26,6 +24,7 @@ from gradflow.experiments.grid import optimizer_grid
 from gradflow.experiments.history import History, steps_to_tolerance
 from gradflow.experiments.landscapes import Landscape
 from gradflow.experiments.loop import stderr_is_terminal, sweep
+from gradflow.experiments.timing import timed
 from gradflow.validation import check_callable, check_choice, check_flag, check_nonnegative
 
 __all__ = ["RACERS", "SEED_OPTIMIZERS", "RaceResult", "loss_floor", "race", "race_one", "rank"]
@@ -59,8 +58,9 @@ class RaceResult:
     ``steps_to_tolerance`` is the step from which the best run's ``loss − minimum_value`` stays below the
     tolerance; on a landscape unbounded below it is ``None`` and ``steps_to_escape`` is the step from which
     the loss stays below the landscape's ``escape_level``. ``seconds`` is the run's time without
-    compilation (``compile_seconds``, measured as the first call's extra time), ``floor`` the dtype's
-    resolution of the loss (:func:`loss_floor`), below which :attr:`shown_loss` does not go.
+    compilation (``compile_seconds``, the first call's extra time, both measured by
+    :func:`~gradflow.experiments.timing.timed`), ``floor`` the dtype's resolution of the loss
+    (:func:`loss_floor`), below which :attr:`shown_loss` does not go.
 
     >>> from gradflow.experiments import LANDSCAPES
     >>> result = race_one(LANDSCAPES["booth"], "adam", steps=200, learning_rates=[0.1, 0.3])
@@ -146,11 +146,8 @@ def race_one(
     """
     params = _check_race(landscape, name, start, tolerance, factory, dtype)
     grid = optimizer_grid(RACERS[name] if factory is None else factory, learning_rate=learning_rates)
-    timings = []
-    for _ in range(2):  # the first call compiles (unless cached), the second one runs the compiled program
-        began = time.perf_counter()
-        histories = jax.block_until_ready(sweep(landscape.fn, params, grid.txs, steps=steps, record=("params",)))
-        timings.append(time.perf_counter() - began)
+    measured = timed(lambda: sweep(landscape.fn, params, grid.txs, steps=steps, record=("params",)))
+    histories = measured.result
     losses = np.concatenate([np.asarray(histories.loss), np.asarray(histories.final_loss)[:, None]], axis=1)
     rates = np.asarray(grid.values["learning_rate"], np.float64)
     best, arrivals = _best_run(losses, rates, landscape, tolerance)
@@ -161,11 +158,11 @@ def race_one(
         history=None if best is None else histories[best],
         final_loss=math.inf if best is None else float(losses[best, -1]),
         steps_to_tolerance=arrival if landscape.minimum_value is not None else None,
-        seconds=timings[1],
+        seconds=measured.seconds,
         losses=losses,
         learning_rates=grid.values["learning_rate"],
         steps_to_escape=arrival if landscape.minimum_value is None else None,
-        compile_seconds=max(timings[0] - timings[1], 0.0),
+        compile_seconds=measured.compile_seconds,
         floor=loss_floor(dtype, landscape),
         minimum_value=landscape.minimum_value,
     )
