@@ -24,28 +24,39 @@ Prints a markdown table and writes it to OUT/optimizer_step.md, and every raw nu
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import gc
 import json
 import multiprocessing
 import os
-import platform
-import statistics
-import subprocess
+import sys
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import jaxlib
 import optax
 
 import gradflow
 
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import (
+    WARMUP,
+    abstract_tree,
+    copy_tree,
+    donated_call,
+    environment,
+    import_torch,
+    make_tree,
+    markdown_table,
+    staged_compile,
+    step_of,
+    time_calls,
+    torch_step_calls,
+)
+
 DEFAULT_LAYOUTS = "1x16000000,1000x16000,4000x4000"
 QUICK_LAYOUTS = "1x1000000,100x10000"
-WARMUP = 2
 JAX_LIBRARIES = {"gradflow": gradflow, "optax": optax}
 OPTIMIZERS = {  # "buffers": the least memory traffic of one step, in parameter-sized buffers
     "adam": {"jax": lambda library: library.adam(1e-3), "torch": ("Adam", {"lr": 1e-3}), "buffers": 7},
@@ -73,44 +84,11 @@ def layout_name(leaves: int, size: int) -> str:
     return f"{leaves:,} × {size:,}"
 
 
-def summarize(samples: list[float]) -> dict:
-    return {"median_s": statistics.median(samples), "min_s": min(samples), "samples_s": samples}
-
-
-def time_calls(call, repeats: int) -> dict:
-    """Wall time of ``call()`` (which must wait for its result) after WARMUP calls; the first call is kept apart."""
-    samples = []
-    for _ in range(WARMUP + repeats):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return {**summarize(samples[WARMUP:]), "first_call_s": samples[0]}
-
-
 # --- JAX -------------------------------------------------------------------------------------------------------------
-
-
-def make_tree(key, leaves: int, size: int, scale: float = 1.0) -> list[jax.Array]:
-    block = scale * jax.random.normal(key, (leaves, size), jnp.float32)
-    return [block[i] for i in range(leaves)]
-
-
-def copy_tree(tree):
-    return jax.tree.map(jnp.copy, tree)
 
 
 def make_optimizer(library, optimizer: str):
     return OPTIMIZERS[optimizer]["jax"](library)
-
-
-def step_of(library):
-    """``step(tx, params, state, grads)``: one update applied with the library's own ``apply_updates``."""
-
-    def step(tx, params, state, grads):
-        updates, state = tx.update(grads, state, params)
-        return library.apply_updates(params, updates), state
-
-    return step
 
 
 def loop_of(step, steps: int):
@@ -123,26 +101,15 @@ def loop_of(step, steps: int):
 
 
 def compile_timed(fn, args: tuple, donate: tuple[int, ...]):
-    """``jax.jit(fn, donate_argnums=donate).lower(*args).compile()`` and its wall times."""
-    start = time.perf_counter()
-    lowered = jax.jit(fn, donate_argnums=donate).lower(*args)
-    lowered_at = time.perf_counter()
-    compiled = lowered.compile()
-    done = time.perf_counter()
-    return compiled, {"lower_s": lowered_at - start, "compile_s": done - start}
+    """harness.staged_compile, with this script's keys: lower_s is tracing and lowering, compile_s the whole."""
+    compiled, times = staged_compile(fn, args, donate)
+    return compiled, {"lower_s": times["trace_lower_s"], "compile_s": times["compile_s"], "stages": times}
 
 
 def time_jax(fn, args: tuple, donate: tuple[int, ...], repeats: int) -> dict:
     """Compile ``fn`` and time its calls; the donated arguments are replaced by the outputs after each call."""
     compiled, compile_times = compile_timed(fn, args, donate)
-    args = list(args)
-
-    def call():
-        outputs = jax.block_until_ready(compiled(*args))
-        for index, output in zip(donate, outputs):
-            args[index] = output
-
-    return {**time_calls(call, repeats), **compile_times}
+    return {**time_calls(donated_call(compiled, list(args), donate), repeats), **compile_times}
 
 
 def jax_rows(optimizer: str, params, grads, repeats: int, loop_steps: int) -> list[dict]:
@@ -173,43 +140,18 @@ def triad(size: int, repeats: int) -> dict:
 # --- torch -----------------------------------------------------------------------------------------------------------
 
 
-def import_torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(os.cpu_count())
-    return torch
-
-
 def torch_rows(torch, optimizer: str, leaves: int, size: int, repeats: int) -> list[dict]:
-    """``opt.step()`` of torch.optim with each of TORCH_VARIANTS; a variant that raises is recorded as unavailable."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
+    """``opt.step()`` of torch.optim with each of harness.TORCH_VARIANTS; one that raises is recorded as unavailable."""
     name, kwargs = OPTIMIZERS[optimizer]["torch"]
-    clip_norm = OPTIMIZERS[optimizer].get("clip_norm")
+    calls = torch_step_calls(torch, name, kwargs, leaves, size, OPTIMIZERS[optimizer].get("clip_norm"))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = []
-    for variant in TORCH_VARIANTS:
-        generator = torch.Generator(device).manual_seed(0)
-        params = [torch.nn.Parameter(torch.randn(size, generator=generator, device=device)) for _ in range(leaves)]
-        for param in params:
-            param.grad = 1e-3 * torch.randn(size, generator=generator, device=device)
+    for variant, call in calls.items():
         row = {"library": "torch", "variant": variant, "steps_per_call": 1, "device": device}
-        try:
-            opt = getattr(torch.optim, name)(params, **kwargs, **{variant: True})
-
-            def call(opt=opt, params=params):
-                if clip_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, clip_norm, foreach=True)
-                opt.step()
-                sync()
-
-            row.update(time_calls(call, repeats))
-        except Exception as error:  # an unsupported variant (device, dtype, torch version) is a result, not a crash
-            row["unavailable"] = f"{type(error).__name__}: {error}"
+        row.update(time_calls(call, repeats) if callable(call) else {"unavailable": call})
         rows.append(row)
-        del params
-        gc.collect()
+    del calls
+    gc.collect()
     return rows
 
 
@@ -221,7 +163,7 @@ def clip_compile_child(library_name: str, leaves: int, size: int, queue) -> None
     jax.config.update("jax_enable_compilation_cache", False)
     library = JAX_LIBRARIES[library_name]
     tx = make_optimizer(library, "clip_adamw")
-    params = [jax.ShapeDtypeStruct((size,), jnp.float32)] * leaves
+    params = abstract_tree(leaves, size)
     state = jax.eval_shape(tx.init, params)
     _, times = compile_timed(functools.partial(step_of(library), tx), (params, state, params), (0, 1))
     queue.put(times)
@@ -303,10 +245,6 @@ def ratio_rows(rows: list[dict], optimizers: list[str], layouts: list[tuple[int,
 
 def fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
-
-
-def markdown_table(header: list[str], lines: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(x) + " |" for x in lines]
 
 
 STEP_COLUMNS = ["optimizer", "layout", "row", "step median (ms)", "step min (ms)", "GB/s"]
@@ -399,36 +337,9 @@ def report(results: dict) -> str:
 # --- main ------------------------------------------------------------------------------------------------------------
 
 
-def git_commit() -> str:
-    command = ["git", "rev-parse", "--short", "HEAD"]
-    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=Path(__file__).parent)
-    return done.stdout.strip() or "unknown"
-
-
 def metadata(args, layouts, torch) -> dict:
-    devices = jax.devices()
-    return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "platform": devices[0].platform,
-        "devices": [f"{d} ({d.device_kind})" for d in devices],
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "optax": optax.__version__,
-        "gradflow": gradflow.__version__,
-        "git_commit": git_commit(),
-        "torch": torch and torch.__version__,
-        "torch_threads": torch and torch.get_num_threads(),
-        "torch_device": torch and ("cuda" if torch.cuda.is_available() else "cpu"),
-        "layouts": [list(layout) for layout in layouts],
-        "optimizers": args.optimizers,
-        "repeats": args.repeats,
-        "loop_steps": args.loop_steps,
-        "warmup": WARMUP,
-        "load_average_at_start": os.getloadavg(),
-    }
+    return {**environment(torch), "layouts": [list(layout) for layout in layouts], "optimizers": args.optimizers,
+            "repeats": args.repeats, "loop_steps": args.loop_steps, "warmup": WARMUP}  # fmt: skip
 
 
 def run_layout(torch, optimizers: list[str], leaves: int, size: int, repeats: int, loop_steps: int) -> list[dict]:

@@ -21,6 +21,7 @@ from gradflow._optax_reexport import lazy_reexport
 __all__ = [
     "TreeMismatchError",
     "cast_like",
+    "cast_once",
     "check_float_leaves",
     "check_real_leaves",
     "check_state",
@@ -31,6 +32,7 @@ __all__ = [
     "global_norm",
     "hyperparameter_mismatch",
     "map",
+    "promote_once",
     "saturating_increment",
     "shape_change",
     "zeros_like",
@@ -172,7 +174,8 @@ def check_float_leaves(tree: Any, name: str = "params") -> None:
                 f"{name}{list(_paths(tree))[i]} is a {type(leaf).__name__} ({leaf!r}), not an array: gradflow "
                 "updates floating-point arrays only"
             )
-        dtype = jnp.result_type(leaf)
+        dtype = getattr(leaf, "dtype", None)
+        dtype = jnp.result_type(leaf) if dtype is None else dtype  # result_type is slow for an array
         if not jnp.issubdtype(dtype, jnp.inexact):
             path = list(_paths(tree))[i]
             hint = (
@@ -334,6 +337,14 @@ def zeros_like(tree: Any, dtype: Any = None, name: str = "params") -> Any:
     return full_like(tree, 0, dtype, name)
 
 
+def _astype(x: Any, dtype: Any) -> Any:
+    """``jnp.asarray(x).astype(dtype)``, returning ``x`` itself when it already is a strongly typed array of
+    ``dtype`` (the conversion would be a no-op; skipping it saves tracing time over thousands of leaves)."""
+    if isinstance(x, jax.Array) and x.dtype == dtype and not x.weak_type:
+        return x
+    return jnp.asarray(x).astype(dtype)
+
+
 def cast_like(tree: Any, other_tree: Any) -> Any:
     """Cast each leaf of ``tree`` to the dtype of the matching leaf of ``other_tree``.
 
@@ -341,11 +352,58 @@ def cast_like(tree: Any, other_tree: Any) -> Any:
     dtype(bfloat16)
     """
     return jax.tree.map(
-        lambda x, y: None if x is None else jnp.asarray(x).astype(jnp.result_type(y)),
+        lambda x, y: None if x is None else _astype(x, jnp.result_type(y)),
         tree,
         other_tree,
         is_leaf=_is_none,
     )
+
+
+def promote_once(value: Any) -> Callable[[Any], Any]:
+    """``value`` (a hyperparameter) as a function of a leaf ``like``: ``value`` converted to the dtype that
+    ``value * like`` computes in, converted once per dtype and shared by every leaf of that dtype.
+
+    ``jnp`` converts a traced (weakly typed) scalar anew at each operation; over thousands of leaves that
+    is thousands of converts to trace, lower and compile. The numbers are the same: ``promote_once(v)(x) * x``
+    is ``v * x``. Python numbers (folded into the program as constants) and weakly typed leaves (whose
+    result stays weak) are left to ``jnp``.
+
+    >>> decay = promote_once(jnp.asarray(0.5))
+    >>> decay(jnp.ones(2, jnp.bfloat16)).dtype, decay(jnp.ones(2, jnp.bfloat16)) is decay(jnp.zeros(3, jnp.bfloat16))
+    (dtype(bfloat16), True)
+    """
+    if not isinstance(value, jax.Array):
+        return lambda like: value
+    converted: dict[Any, Any] = {}
+
+    def at(like: Any) -> Any:
+        if not isinstance(like, jax.Array) or like.weak_type:
+            return value
+        dtype = jnp.result_type(value, like)
+        if dtype not in converted:
+            converted[dtype] = _astype(value, dtype)
+        return converted[dtype]
+
+    return at
+
+
+def cast_once(value: Any) -> Callable[[Any], Any]:
+    """``value`` as a function of a leaf ``like``: ``jnp.asarray(value).astype(like's dtype)``, converted once
+    per dtype and shared by every leaf of that dtype.
+
+    >>> half = cast_once(0.5)
+    >>> half(jnp.ones(2, jnp.float16)), half(jnp.ones(2, jnp.float16)) is half(jnp.zeros(3, jnp.float16))
+    (Array(0.5, dtype=float16), True)
+    """
+    converted: dict[Any, Any] = {}
+
+    def at(like: Any) -> Any:
+        dtype = jnp.result_type(like)
+        if dtype not in converted:
+            converted[dtype] = jnp.asarray(value).astype(dtype)
+        return converted[dtype]
+
+    return at
 
 
 def _sum_of_squares(x: jax.Array) -> jax.Array:

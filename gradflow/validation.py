@@ -38,8 +38,10 @@ NaN for the rest of the chain, except where a later transform maps NaN updates t
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -205,13 +207,34 @@ def check_hyperparameters(transform: Any, owner: str = "check_hyperparameters") 
     ...
     ValueError: optimizer_grid: b1 (at transforms.0.inner.first...decay) must be in [0.0, 1.0), got Array([0.9, 1. ]...
     """
-    arguments = {path: argument for argument, entries in named_arguments(transform).items() for path in entries[0][1]}
-    for field in hyperparameter_fields(transform):
-        if field.allowed is not None and field.value is not None:
+    if _PASSED.get(id(transform)) is transform:
+        return transform
+    fields = hyperparameter_fields(transform)
+    suspects = [
+        field
+        for field in fields
+        if field.allowed is not None and field.value is not None and not _plainly_inside(field.value, field.allowed)
+    ]
+    if suspects:  # names are looked up only for the values that need the full check
+        named = named_arguments(transform).items()
+        arguments = {path: argument for argument, entries in named for path in entries[0][1]}
+        for field in suspects:
             label = arguments.get(field.path, field.name)
             label += "" if field.path == (label,) else f" (at {dotted(field.path)})"
-            check_allowed(owner, label, field.value, field.allowed)
+            check_allowed(owner, label, field.value, field.allowed)  # type: ignore[arg-type]  # suspects have one
+    if not any(isinstance(field.value, np.ndarray) for field in fields):  # nothing that could change later
+        _PASSED[id(transform)] = transform
     return transform
+
+
+_PASSED: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+"""Transforms that passed :func:`check_hyperparameters`, by identity (frozen, with immutable values): a loop
+that runs the same optimizer again is not checked again."""
+
+
+def _plainly_inside(value: Any, allowed: Interval) -> bool:
+    """Whether ``value`` is a Python number inside ``allowed`` (the common case, checked without NumPy)."""
+    return type(value) in (float, int) and bool(allowed.contains(value))
 
 
 def check_nonnegative(owner: str, name: str, value: Any) -> Any:
@@ -358,14 +381,31 @@ def check_arity(owner: str, name: str, fn: Callable, call: str, count: int) -> N
     ...
     TypeError: run: loss_fn is called as loss_fn(params, batch), but too many positional arguments
     """
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
+    signature = _signature(fn)
+    if signature is None:
         return
     try:
         signature.bind(*range(count))
     except TypeError as error:
         raise TypeError(f"{owner}: {name} is called as {call}, but {error}") from None
+
+
+def _signature(fn: Callable) -> inspect.Signature | None:
+    """``fn``'s signature (cached for the functions a loop calls again), ``None`` when it cannot be read."""
+    try:
+        return _cached_signature(fn)
+    except TypeError:  # an unhashable callable
+        return _read_signature(fn)
+
+
+def _read_signature(fn: Callable) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
+_cached_signature = functools.lru_cache(maxsize=256)(_read_signature)
 
 
 def check_scalar_output(owner: str, name: str, fn: Callable, *args: Any) -> Any:

@@ -51,6 +51,35 @@ def _share_compiled_programs() -> None:
 _share_compiled_programs()
 
 
+# --- hypothesis settings shared by the property tests --------------------------------------------------
+
+#: ``GRADFLOW_PROPERTIES=thorough``: the property tests (tests/test_properties*.py) draw many fresh random
+#: examples and shrink failures; by default they run a few derandomized examples, the same in every run.
+THOROUGH = os.environ.get("GRADFLOW_PROPERTIES", "") == "thorough"
+
+
+def property_settings(default_examples: int, thorough_examples: int, **overrides):
+    """The hypothesis settings of a property test: ``default_examples`` derandomized examples (reproducible
+    in CI, no shrinking: a failure is reported as drawn, since shrinking JAX programs takes minutes), or
+    with ``GRADFLOW_PROPERTIES=thorough`` ``thorough_examples`` fresh ones and every phase (shrinking
+    included). ``overrides`` are further hypothesis settings (``phases=`` applies to the default only)."""
+    from hypothesis import HealthCheck, Phase, settings
+
+    phases = overrides.pop("phases", [Phase.explicit, Phase.generate])
+    suppressed = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+    suppressed.append(HealthCheck.function_scoped_fixture)
+    return settings(
+        max_examples=thorough_examples if THOROUGH else default_examples,
+        deadline=None,
+        derandomize=not THOROUGH,
+        database=None,
+        print_blob=True,
+        phases=list(Phase) if THOROUGH else phases,
+        suppress_health_check=suppressed,
+        **overrides,
+    )
+
+
 def make_params(dtype=jnp.float32, seed: int = 0):
     """A nested pytree with leaves of different shapes (and a tuple node)."""
     rng = np.random.default_rng(seed)

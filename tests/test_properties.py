@@ -35,15 +35,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import numeric_leaves
-from hypothesis import HealthCheck, Phase, example, given, seed, settings
+from conftest import THOROUGH, numeric_leaves, property_settings
+from hypothesis import Phase, example, given, seed
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from registry import OPTIMIZERS
@@ -54,30 +53,12 @@ LR = 0.01
 
 # --- settings --------------------------------------------------------------------------------------------
 
-settings.register_profile(
-    "gradflow-properties",
-    max_examples=3,
-    deadline=None,
-    derandomize=True,  # the same examples in every run: reproducible in CI
-    database=None,
-    print_blob=True,
-    # no shrinking: a failing example is reported as drawn (shrinking JAX programs takes many minutes)
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-)
-settings.register_profile(
-    "gradflow-properties-thorough",
-    settings.get_profile("gradflow-properties"),
-    max_examples=50,
-    derandomize=False,
-    phases=list(Phase),
-)
-THOROUGH = os.environ.get("GRADFLOW_PROPERTIES", "") == "thorough"
-PROPERTIES = settings.get_profile("gradflow-properties-thorough" if THOROUGH else "gradflow-properties")
+# Three examples per optimizer and property by default (derandomized, no shrinking: conftest.property_settings).
+PROPERTIES = property_settings(3, 50)
 # Law 3 and the traced x64 laws: by default one random example.
-FEW = settings(PROPERTIES, max_examples=PROPERTIES.max_examples if THOROUGH else 1)
+FEW = property_settings(1, 50)
 # Slow optimizers (below): by default the explicit example only.
-EXPLICIT = PROPERTIES if THOROUGH else settings(PROPERTIES, phases=[Phase.explicit])
+EXPLICIT = property_settings(3, 50, phases=[Phase.explicit])
 # hypothesis's pytest plugin gives each parametrized invocation its own derandomized seed; one fixed seed
 # instead gives every optimizer the same trees, so that the eager primitives compiled for their shapes
 # and dtypes are reused from one optimizer to the next. Any seed works: the compilation time grows with

@@ -9,14 +9,14 @@ is allowed; a flag takes only ``True`` or ``False``) or raise ``TypeError``/``Va
 names the argument. Factory calls only:
 nothing is compiled except a schedule's values, which the learning-rate checks evaluate.
 
-Same derandomized settings as tests/test_properties.py; ``GRADFLOW_PROPERTIES=thorough`` draws more.
+Settings: ``conftest.property_settings``, shared with tests/test_properties.py: 12 derandomized examples per
+factory by default, ``GRADFLOW_PROPERTIES=thorough`` draws 200 fresh ones and shrinks failures.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-import os
 import warnings
 from typing import Any
 
@@ -24,20 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from conftest import property_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import gradflow as gf
 
-THOROUGH = os.environ.get("GRADFLOW_PROPERTIES", "") == "thorough"
-SETTINGS = settings(
-    max_examples=200 if THOROUGH else 12,
-    deadline=None,
-    derandomize=not THOROUGH,
-    database=None,
-    phases=list(Phase) if THOROUGH else [Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+SETTINGS = property_settings(12, 200)
 
 # Public functions that are not factories of a transform or schedule.
 NOT_FACTORIES = {

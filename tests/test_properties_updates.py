@@ -19,31 +19,21 @@ behaviours (zero norms, float16 norms, complex parameters against optax). Budget
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 
 import jax
 import jax.numpy as jnp
 import pytest
-from conftest import grad, loss, make_params
-from hypothesis import HealthCheck, Phase, given, settings
+from conftest import grad, loss, make_params, property_settings
+from hypothesis import given
 from hypothesis import strategies as st
 from registry import OPTIMIZERS
 
 import gradflow as gf
 
 LR = 0.01
-THOROUGH = os.environ.get("GRADFLOW_PROPERTIES", "") == "thorough"
-MALFORMED = settings(
-    max_examples=50 if THOROUGH else 2,
-    deadline=None,
-    derandomize=not THOROUGH,
-    database=None,
-    print_blob=True,
-    phases=list(Phase) if THOROUGH else [Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow],
-)
+MALFORMED = property_settings(2, 50)
 
 PARAMS = make_params()
 GRADS = grad(PARAMS)

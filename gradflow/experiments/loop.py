@@ -229,7 +229,7 @@ def _run(loss_fn, params, tx, batches, stopping, *, steps, record, every, advanc
             return apply_updates(params, updates), new_state
 
         params, state = step() if stopping is None else jax.lax.cond(frozen, lambda: (params, state), step)
-        return (params, state, order, frozen), (value, tree.global_norm(grads))
+        return (params, state, order, frozen), (value, tree.global_norm(grads) if "grad_norm" in record else None)
 
     def record_step(carry, first):
         params, state, order, best = carry
@@ -239,10 +239,13 @@ def _run(loss_fn, params, tx, batches, stopping, *, steps, record, every, advanc
         if stopping is not None:
             best, records["val_loss"] = _watch_validation(stopping, best, params, first)
         inner = (params, state, order, best["frozen"] if stopping is not None else None)
-        (params, state, order, _), (values, norms) = jax.lax.scan(train_step, inner, first + jnp.arange(every))
-        records["loss"] = values[0]
+        if every == 1:  # no inner loop: XLA runs one while loop, not two nested ones
+            (params, state, order, _), (records["loss"], norm) = train_step(inner, first)
+        else:
+            (params, state, order, _), (values, norms) = jax.lax.scan(train_step, inner, first + jnp.arange(every))
+            records["loss"], norm = values[0], None if norms is None else norms[0]
         if "grad_norm" in record:
-            records["grad_norm"] = norms[0]
+            records["grad_norm"] = norm
         if advance is not None:
             jax.debug.callback(advance, every)
         return (params, state, order, best), records

@@ -60,9 +60,15 @@ class Combine(Transform):
         a, first_state = self.first.update(updates, state[0], params, **extra)
         b, second_state = self.second.update(updates, state[1], params, **extra)
         join = _OPS[self.op]
-        weight = None if self.weight is None else jnp.asarray(self.weight)
+        if self.op == "interpolate":  # w and 1 − w once per dtype, not once per leaf (the same numbers)
+            weight = jnp.asarray(self.weight)
+            first_weight, second_weight = tree.promote_once(weight), tree.promote_once(1 - weight)
+
+            def join(a: Any, b: Any, w: Any) -> Any:
+                return first_weight(a) * a + second_weight(b) * b
+
         out = tree.map(
-            lambda u, x, y: jnp.asarray(join(x, y, weight)).astype(jnp.result_type(u)),
+            lambda u, x, y: tree._astype(join(x, y, None), jnp.result_type(u)),
             updates,
             a,
             b,

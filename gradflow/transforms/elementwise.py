@@ -58,7 +58,7 @@ class Elementwise(Transform):
         return EmptyState()
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
-        out = tree.map(lambda u: jnp.asarray(self.apply(u)).astype(jnp.result_type(u)), updates)
+        out = tree.map(lambda u: tree._astype(self.apply(u), jnp.result_type(u)), updates)
         return out, state
 
 
@@ -108,6 +108,11 @@ class Root(Elementwise):
     def apply(self, u: Any) -> jax.Array:
         return jnp.sqrt(u + self.eps_root) + self.eps
 
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
+        eps, eps_root = tree.promote_once(self.eps), tree.promote_once(self.eps_root)  # once per dtype, not leaf
+        out = tree.map(lambda u: tree._astype(jnp.sqrt(u + eps_root(u)) + eps(u), jnp.result_type(u)), updates)
+        return out, state
+
 
 @pytree_dataclass
 class Shift(Elementwise):
@@ -143,9 +148,26 @@ class ScaleByLearningRate(Elementwise):
     flip_sign: bool = static_field(default=True)
 
     def apply(self, u: Any) -> jax.Array:
+        return self._factor() * u
+
+    def _factor(self) -> jax.Array:
         # where, not maximum: the derivative with respect to the learning rate stays 1 at 0.
         learning_rate = jnp.where(self.learning_rate < 0, 0, self.learning_rate)
-        return (-learning_rate if self.flip_sign else learning_rate) * u
+        return -learning_rate if self.flip_sign else learning_rate
+
+    def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
+        # The factor once per step, not once per leaf: a step over thousands of leaves traces and compiles
+        # one scalar instead of thousands.
+        factor = self._factor()
+        cast: dict[Any, jax.Array] = {}  # the factor in each promoted dtype, converted once
+
+        def scaled(u: Any) -> jax.Array:
+            wide = jnp.result_type(factor, u)
+            if wide not in cast:
+                cast[wide] = factor.astype(wide)
+            return tree._astype(cast[wide] * u, jnp.result_type(u))
+
+        return tree.map(scaled, updates), state
 
 
 @pytree_dataclass

@@ -76,10 +76,6 @@ def canonical_dtype(dtype: Any, owner: str = "gradflow", name: str = "dtype") ->
     return resolved
 
 
-def _as(x: Any, like: Any) -> jax.Array:
-    return jnp.asarray(x).astype(jnp.result_type(like))
-
-
 class EWMAState(NamedTuple):
     """The moving average ``mean``, shaped like the parameters."""
 
@@ -159,9 +155,10 @@ class EWMA(Transform):
         return 1 - self.decay if self.kind == "average" else 1
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
-        weight = self._weight()
-        mean = tree.map(lambda u, m: self.decay * m + weight * u, updates, state.mean, names=("updates", "state.mean"))
-        out = tree.map(lambda u, m: self.decay * m + weight * u, updates, mean) if self.nesterov else mean
+        # Each hyperparameter converted once per dtype, not once per leaf (the same numbers as ``decay * m``).
+        decay, weight = tree.promote_once(self.decay), tree.promote_once(self._weight())
+        mean = tree.map(lambda u, m: decay(m) * m + weight(u) * u, updates, state.mean, names=("updates", "state.mean"))
+        out = tree.map(lambda u, m: decay(m) * m + weight(u) * u, updates, mean) if self.nesterov else mean
         return tree.cast_like(out, updates), EWMAState(tree.cast_like(mean, state.mean))
 
 
@@ -188,8 +185,8 @@ class BiasCorrection(Transform):
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         count = tree.saturating_increment(state.count)
-        correction = _one_minus_power(self.decay, count + self.step_offset)
-        out = tree.map(lambda u: u / _as(correction, u), updates)
+        correction = tree.cast_once(_one_minus_power(self.decay, count + self.step_offset))
+        out = tree.map(lambda u: u / correction(u), updates)
         return out, CountState(count)
 
 

@@ -75,7 +75,8 @@ class AddDecayedWeights(Transform):
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         if params is None:
             raise ValueError("add_decayed_weights needs the parameters: call update(updates, state, params)")
-        decayed = tree.map(lambda u, p: u + self.weight_decay * p, updates, params, names=("updates", "params"))
+        weight_decay = tree.promote_once(self.weight_decay)  # once per dtype, not per leaf
+        decayed = tree.map(lambda u, p: u + weight_decay(p) * p, updates, params, names=("updates", "params"))
         if self.mask is not None:
             structure: Any  # a jaxlib PyTreeDef, which has no type stubs
             structure = jax.tree.structure(updates, is_leaf=lambda x: x is None)
@@ -112,6 +113,8 @@ class ClipByGlobalNorm(Transform):
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         norm = tree.global_norm(updates)
+        # The cond also keeps XLA from fusing the sum over all leaves into the scaling of each leaf: without a
+        # boundary there, every leaf's fusion recomputes the whole sum (quadratic: minutes to compile 500 leaves).
         norm = jax.lax.cond(jnp.isposinf(norm), lambda: _rescaled_global_norm(updates, norm.dtype), lambda: norm)
         finite = jnp.isfinite(norm)
         # One scalar factor, multiplied into each leaf: XLA fuses the product into every consumer of the
@@ -121,21 +124,32 @@ class ClipByGlobalNorm(Transform):
         # where keeps the unused branch finite, so that derivatives through it are not NaN either.
         within = norm <= self.max_norm
         factor = jnp.where(within, 1.0, self.max_norm / jnp.where(within, 1.0, norm))
-        return tree.map(lambda u: _scaled(u, factor, finite), updates), state
+        factors: dict[Any, jax.Array] = {}  # the factor in each dtype it multiplies in, converted once
+        return tree.map(lambda u: _scaled(u, factor, finite, factors), updates), state
 
 
-def _scaled(u: Any, factor: jax.Array, finite: jax.Array) -> jax.Array:
+def _scaled(u: Any, factor: jax.Array, finite: jax.Array, factors: dict[Any, jax.Array]) -> jax.Array:
     """``factor · u`` (zeros where the norm is not finite), multiplied in at least float32, in ``u``'s dtype."""
     u = jnp.asarray(u)
     wide = jnp.promote_types(u.dtype, factor.dtype)
-    return jnp.where(finite, u.astype(wide) * factor.astype(wide), 0).astype(u.dtype)
+    if wide not in factors:
+        factors[wide] = factor.astype(wide)
+    return jnp.where(finite, tree._astype(u, wide) * factors[wide], 0).astype(u.dtype)
 
 
 def _rescaled_global_norm(updates: Any, dtype: Any) -> jax.Array:
-    """‖u‖ as m·‖u/m‖ with m the largest part of an entry: no overflow in the squares (NaN if one is not finite)."""
-    leaves = [u for u in jax.tree.leaves(updates) if u is not None]
-    largest = jnp.max(jnp.stack([_largest_part(u).astype(dtype) for u in leaves]))
-    scaled = tree.global_norm([jnp.asarray(u) / largest for u in leaves])  # complex entries stay complex
+    """‖u‖ as m·‖u/m‖ with m the largest part of an entry: no overflow in the squares (NaN if one is not finite).
+
+    The leaves are raveled into one vector first (only when this branch runs): two reductions in all, instead
+    of two per leaf, which halves the compile time of a step with thousands of leaves.
+    """
+    leaves = [jnp.ravel(jnp.asarray(u)) for u in jax.tree.leaves(updates) if u is not None]
+    if not leaves:  # no updates at all (an empty tree): the norm is 0
+        return jnp.zeros([], dtype)
+    common = jnp.result_type(*leaves)
+    flat = jnp.concatenate([u.astype(common) for u in leaves])
+    largest = _largest_part(flat).astype(dtype)
+    scaled = tree.global_norm(flat / largest)  # complex entries stay complex
     return (largest * scaled).astype(dtype)
 
 
