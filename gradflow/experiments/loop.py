@@ -301,9 +301,16 @@ def _drop_constant_batch_axes(txs):
     equal ones makes a sweep of Adam on a 2-D problem about 2.5× faster on CPU.
     """
     leaves, treedef = jax.tree.flatten(txs)
-    varying = [bool(np.any(np.asarray(leaf) != np.asarray(leaf)[:1])) for leaf in leaves]
+    varying = [bool(np.any(values != values[:1])) for values in jax.device_get(leaves)]  # one transfer
     varying[0] = varying[0] or not any(varying)  # a batch of identical optimizers keeps its size
-    return treedef.unflatten([leaf if v else leaf[0] for leaf, v in zip(leaves, varying)]), tuple(varying)
+    firsts = iter(_first_entries([leaf for leaf, v in zip(leaves, varying) if not v]))
+    return treedef.unflatten([leaf if v else next(firsts) for leaf, v in zip(leaves, varying)]), tuple(varying)
+
+
+@jax.jit
+def _first_entries(leaves):
+    """``[leaf[0] for leaf in leaves]`` in one dispatch (indexing each array eagerly costs one each)."""
+    return [leaf[0] for leaf in leaves]
 
 
 _STATIC = ("loss_fn", "steps", "record", "every", "advance")
