@@ -22,12 +22,9 @@ Prints a markdown table and writes it to OUT/lbfgs.md, and every number to OUT/l
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -36,13 +33,12 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
-import jaxlib  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import scipy  # noqa: E402
 import scipy.optimize  # noqa: E402
+from harness import environment  # noqa: E402
 
-import gradflow  # noqa: E402
 from gradflow.second_order import lbfgs, minimize  # noqa: E402
 
 MAX_STEPS = 10_000
@@ -264,32 +260,8 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def git_commit() -> str:
-    command = ["git", "rev-parse", "--short", "HEAD"]
-    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=Path(__file__).parent)
-    return done.stdout.strip() or "unknown"
-
-
 def metadata(args) -> dict:
-    devices = jax.devices()
-    return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "platform": devices[0].platform,
-        "devices": [f"{d} ({d.device_kind})" for d in devices],
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "optax": optax.__version__,
-        "scipy": scipy.__version__,
-        "gradflow": gradflow.__version__,
-        "git_commit": git_commit(),
-        "dims": args.dims,
-        "tol": args.tol,
-        "repeats": args.repeats,
-        "load_average_at_start": os.getloadavg(),
-    }
+    return {**environment(), "scipy": scipy.__version__, "dims": args.dims, "tol": args.tol, "repeats": args.repeats}
 
 
 def parse_args() -> argparse.Namespace:
