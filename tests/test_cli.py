@@ -170,6 +170,8 @@ def test_timed_reports_the_second_call_and_compilation_apart():
     measured = timed(lambda: fresh(jnp.ones((64, 64))))
     assert measured.compile_seconds > measured.seconds > 0
     np.testing.assert_allclose(measured.result, fresh(jnp.ones((64, 64))))
+    with pytest.raises(TypeError, match="timed: call must be a function, got 3"):
+        timed(3)
 
 
 def test_console_script_and_module_entry_point():

@@ -15,6 +15,8 @@ from typing import Any
 
 import jax
 
+from gradflow.validation import check_callable
+
 __all__ = ["Timed", "timed"]
 
 
@@ -59,6 +61,7 @@ def timed(call: Callable[[], Any]) -> Timed:
     >>> float(measured.result.sum()), measured.seconds <= measured.seconds + measured.compile_seconds
     (3.0, True)
     """
+    check_callable("timed", "call", call)
     durations = []
     result = None
     for _ in range(2):  # the first call compiles (unless cached), the second one runs the compiled program
