@@ -51,6 +51,24 @@ def _share_compiled_programs() -> None:
 _share_compiled_programs()
 
 
+#: Node ids of the tests marked ``xdist_group`` that this xdist worker collected without their group (filled
+#: by :func:`pytest_collection_finish`, checked by ``tests/test_suite_grouping.py``).
+UNGROUPED: list[str] = []
+
+
+def pytest_collection_finish(session):
+    """Under ``--dist loadgroup``, record the tests marked ``xdist_group`` whose node id lacks the group.
+
+    The tests of one optimizer share compiled programs and module data only when they run on one worker;
+    pytest-xdist groups them by an ``@group`` suffix it writes on each node id. A pytest that ignores that
+    write (pytest 9 with pytest-xdist 3.8) spreads the groups over the workers, and the suite silently
+    compiles everything twice; ``test_xdist_groups_are_honoured`` fails instead.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER") and session.config.getoption("loadgroup", False):
+        marked = [item.nodeid for item in session.items if item.get_closest_marker("xdist_group")]
+        UNGROUPED.extend(nodeid for nodeid in marked if "@" not in nodeid)
+
+
 # --- hypothesis settings shared by the property tests --------------------------------------------------
 
 #: ``GRADFLOW_PROPERTIES=thorough``: the property tests (tests/test_properties*.py) draw many fresh random
