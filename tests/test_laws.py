@@ -45,8 +45,8 @@ run_jit = jax.jit(run, static_argnames="steps")
 def laws_program(tx, batch, params, params_bf16):
     """Everything laws 1-4 need from one optimizer, in one compiled program: :func:`run` of ``tx`` in float32
     and in bfloat16, and of the batch of optimizers ``batch`` vmapped, in float32. One program compiles in
-    in about 13% less time than three (XLA has a cost per program), and the jitted first step is read
-    from the trajectory rather than compiled on its own."""
+    about 13% less time than three (XLA has a cost per program), and the jitted first step is read from
+    the trajectory rather than compiled on its own."""
     TRACES.append(type(tx).__name__)
     batched = jax.vmap(run, in_axes=(0, None))(batch, params)
     return {"float32": run(tx, params), "bfloat16": run(tx, params_bf16), "batch": batched}
