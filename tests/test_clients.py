@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import subprocess_environment
 
 # One xdist worker runs the whole file, so the subprocesses of the module fixture start once.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("clients")]
@@ -69,8 +69,8 @@ SAVE_AT = 4  # client_checkpoint.SAVE_AT
 BASELINE_JOBS = [*PROGRAMS, "sharded", "checkpoint_full", "checkpoint_save"]
 
 
-def _groups() -> dict[str, tuple[list[dict], dict[str, str]]]:
-    """group name -> (jobs, environment changes); every group runs once per mode. ``{ckpt}`` and ``{mode}``
+def _groups() -> dict[str, tuple[list[dict], int | None]]:
+    """group name -> (jobs, simulated CPU devices or None); every group runs once per mode. ``{ckpt}`` and ``{mode}``
     in the arguments are filled in per run."""
     single = [{"name": name, "program": program} for name, program in PROGRAMS.items()]
     single.append({"name": "checkpoint_full", "program": "client_checkpoint", "args": ["full"]})
@@ -84,19 +84,19 @@ def _groups() -> dict[str, tuple[list[dict], dict[str, str]]]:
         for by in MODES
     ]
     sharded = [{"name": "sharded", "program": "client_sharded"}]
-    four_cpus = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     # The restore is the checkpoint program's second invocation; it shares the 4-device process with the
     # sharded program to save one interpreter start per mode (it uses the default device only).
-    return {"single": (single, {}), "sharded_and_restore": (sharded + restore, four_cpus)}
+    return {"single": (single, None), "sharded_and_restore": (sharded + restore, 4)}
 
 
-def _run_group(mode: str, group: str, jobs: list[dict], env_changes: dict, workdir: Path) -> dict:
-    """Run ``jobs`` in one launcher subprocess; a crash of the whole process becomes every job's error."""
+def _run_group(mode: str, group: str, jobs: list[dict], devices: int | None, workdir: Path) -> dict:
+    """Run ``jobs`` in one launcher subprocess (on ``devices`` simulated CPU devices, if given); a crash of the
+    whole process becomes every job's error."""
     ckpt = workdir / "checkpoints"
     jobs = [job | {"args": [a.format(ckpt=ckpt, mode=mode) for a in job.get("args", [])]} for job in jobs]
     jobs_file, out = workdir / f"{group}-{mode}.json", workdir / f"{group}-{mode}.pkl"
     jobs_file.write_text(json.dumps(jobs))
-    env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"} | env_changes
+    env = subprocess_environment(devices) | ({"JAX_PLATFORMS": "cpu"} if devices else {})
     try:
         proc = subprocess.run(
             [sys.executable, str(LAUNCHER), mode, str(out), str(jobs_file)],
@@ -125,8 +125,8 @@ def runs(tmp_path_factory) -> dict[str, dict[str, dict]]:
 
     def run(key):
         group, mode = key
-        jobs, env_changes = groups[group]
-        records[mode].update(_run_group(mode, group, jobs, env_changes, workdir))
+        jobs, devices = groups[group]
+        records[mode].update(_run_group(mode, group, jobs, devices, workdir))
 
     with ThreadPoolExecutor(max_workers=2) as pool:  # restoring needs both modes' checkpoints first
         list(pool.map(run, [("single", mode) for mode in MODES]))

@@ -9,7 +9,6 @@ timeout and is killed when it passes it, so a hang fails the test instead of sta
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import socket
@@ -21,19 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import subprocess_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "distributed_training.py"
 METHODS = ("data_parallel", "ZeRO1", "local_SGD", "EASGD")
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
-
-
-def environment(devices: int | None = None) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
-    if devices is not None:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    return env
 
 
 def free_port() -> int:
@@ -60,8 +53,8 @@ def finish(processes: list[subprocess.Popen], timeout: float) -> list[tuple[int,
 def launch(tmp_path: Path, name: str, *arguments: str, devices: int | None = None) -> subprocess.Popen:
     save = str(tmp_path / f"{name}-{{process}}.npz")
     command = [sys.executable, str(SCRIPT), "--steps", "20", "--save", save, *arguments]
-    return subprocess.Popen(command, env=environment(devices), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)  # fmt: skip
+    env = subprocess_environment(devices)
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def two_processes(tmp_path: Path, name: str, *arguments: str) -> list[subprocess.Popen]:
@@ -73,7 +66,8 @@ def test_eight_simulated_devices(tmp_path):
     """The mesh tests in tests/multidevice pass on 8 simulated CPU devices."""
     command = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "multidevice"), "-n", "0", "-q",
                "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'basetemp'}"]  # fmt: skip
-    (code, output), = finish([subprocess.Popen(command, cwd=ROOT, env=environment(8), stdout=subprocess.PIPE,
+    env = subprocess_environment(8)
+    (code, output), = finish([subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                                stderr=subprocess.STDOUT, text=True)], timeout=900)  # fmt: skip
     assert code == 0, output[-6000:]
     assert " passed" in output and "skipped" not in output, output[-2000:]

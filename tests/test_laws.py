@@ -117,6 +117,17 @@ def test_jitted_step_compiles_once_for_any_learning_rate(name):
     assert len(TRACES) - before <= 1
 
 
+def law_4_tolerance(name):
+    """How far the vmapped and the single float32 runs of ``name`` may differ: float32 rounding, which differs
+    between the two programs (XLA orders a batched reduction differently).
+
+    L-BFGS divides by ⟨s, y⟩ of pairs that the non-convex loss makes small, and skips a pair whose ⟨s, y⟩ ≤ 0,
+    so its rounding differences grow 10 to 40 times more than any other optimizer's over the 5 steps (up to
+    2.3e-4 relative); tests/test_lbfgs.py checks law 4 for these entries in float64 to 1e-10.
+    """
+    return {"rtol": 1e-3, "atol": 1e-5} if name.startswith("lbfgs") else {"rtol": 2e-5, "atol": 1e-6}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_vmap_over_learning_rates_equals_loop(name):
     """Law 4: a batch of optimizers (leaves with a leading axis) runs in one vmapped program."""
@@ -124,7 +135,7 @@ def test_vmap_over_learning_rates_equals_loop(name):
     for i, lr in enumerate(BATCH_LRS):
         single = laws_runs(name, lr)["float32"][0]
         for a, b in zip(jax.tree.leaves(batched_params), jax.tree.leaves(single)):
-            np.testing.assert_allclose(a[i], b, rtol=2e-5, atol=1e-6)
+            np.testing.assert_allclose(a[i], b, **law_4_tolerance(name))
 
 
 # stale_gradients(2) makes the first two updates zero: the learning rate reaches the loss at the third.

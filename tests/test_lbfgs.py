@@ -23,6 +23,7 @@ import optax
 import pytest
 import scipy.optimize
 from conftest import describe, loss, make_params
+from registry_second_order_lbfgs import OPTIMIZERS as REGISTRY
 
 import gradflow as gf
 from gradflow.second_order.lbfgs import ScaleByLBFGSState, lbfgs, scale_by_lbfgs
@@ -284,11 +285,14 @@ def test_lbfgs_agrees_with_scipy(f, x0, minimiser, steps):
     [
         lambda lr: lbfgs(lr, linesearch=None),
         lambda lr: lbfgs(lr, linesearch=scale_by_backtracking_linesearch(15, store_grad=True)),
+        REGISTRY["lbfgs_fixed_step_unscaled"],
+        REGISTRY["lbfgs_fixed_step_memory_2_unscaled"],
     ],
-    ids=["fixed_step", "backtracking"],
+    ids=["fixed_step", "backtracking", "fixed_step_unscaled", "fixed_step_memory_2_unscaled"],
 )
 def test_vmap_over_learning_rates_equals_loop_in_float64(factory):
-    """Law 4 for the configurations the float32 registry leaves out: exact up to float64 rounding."""
+    """Law 4 exact up to float64 rounding: for configurations the float32 registry leaves out, and for the
+    registry's fixed-step entries, whose float32 law 4 allows L-BFGS's larger rounding (test_laws.py)."""
     with jax.enable_x64(True):
         params = make_params(jnp.float64)
         grad = jax.grad(loss)
