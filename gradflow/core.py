@@ -14,10 +14,14 @@ and, at each update, runs with every schedule replaced by its value at that coun
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import inspect
 import math
+import types
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar, dataclass_transform
 
 import jax
@@ -335,9 +339,10 @@ def _mark(method: Any, *flags: str) -> None:
 
 def _inside(allowed: Interval, value: Any) -> Any:
     """Whether every element of a declared hyperparameter is inside ``allowed``: a bool, or a traced one;
-    ``True`` for what is not a number (a schedule, ``None``)."""
+    ``True`` for what is not a number (a schedule, ``None``) and for a tracer whose value was checked
+    against ``allowed`` on the host (:func:`checked_on_host`)."""
     if isinstance(value, jax.core.Tracer):
-        return jnp.all(allowed.contains(value))
+        return True if checked_inside(allowed, value) else jnp.all(allowed.contains(value))
     if value is None or isinstance(value, (Schedule, bool)):
         return True
     try:
@@ -347,6 +352,52 @@ def _inside(allowed: Interval, value: Any) -> Any:
     if not (jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)):
         return True
     return bool(np.all(allowed.contains(array.astype(np.float64))))
+
+
+_CHECKED_ON_HOST: contextvars.ContextVar[Mapping[int, tuple[Any, Interval]]] = contextvars.ContextVar(
+    "checked_on_host", default=types.MappingProxyType({})
+)
+"""``id(tracer) -> (tracer, allowed)`` for the declared hyperparameters whose values were checked on the host
+before the program being traced was called (see :func:`checked_on_host`)."""
+
+
+def checked_inside(allowed: Interval, value: Any) -> bool:
+    """Whether the tracer ``value`` is a hyperparameter checked on the host against ``allowed`` (or a
+    narrower range) before the program being traced was called (:func:`checked_on_host`).
+
+    >>> checked_inside(NONNEGATIVE, jnp.float32(0.1))  # not a tracer: not one of a checked program's arguments
+    False
+    """
+    checked = _CHECKED_ON_HOST.get().get(id(value))
+    return checked is not None and checked[0] is value and checked[1] == allowed
+
+
+@contextlib.contextmanager
+def checked_on_host(transform: Any) -> Iterator[None]:
+    """While tracing a program that takes ``transform`` as an argument after
+    :func:`gradflow.validation.check_hyperparameters` passed its concrete values, ``update`` adds no traced
+    range check for those declared hyperparameters (each tracer, against the range it was checked for).
+
+    Values computed inside the program (a schedule's, an injected one) are other tracers and keep the check.
+    :func:`gradflow.experiments.run` and ``sweep`` trace their loop so: their compiled step does the same
+    arithmetic as a step that closes over the optimizer.
+
+    >>> import contextlib, gradflow
+    >>> def operations(tx, trusted):
+    ...     def program(tx, u):
+    ...         with checked_on_host(tx) if trusted else contextlib.nullcontext():
+    ...             return tx.update(u, tx.init(u))[0]
+    ...     return len(jax.make_jaxpr(program)(tx, jnp.ones(2)).eqns)
+    >>> operations(gradflow.adam(0.1), trusted=True) < operations(gradflow.adam(0.1), trusted=False)  # 38 and 96
+    True
+    """
+    fields = hyperparameter_fields(transform)
+    values = {id(f.value): (f.value, f.allowed) for f in fields if f.allowed is not None}
+    token = _CHECKED_ON_HOST.set({**_CHECKED_ON_HOST.get(), **values})
+    try:
+        yield
+    finally:
+        _CHECKED_ON_HOST.reset(token)
 
 
 def _update_in_range(update: Any, transform: Any, updates: Any, state: Any, params: Any, extra: Any) -> Any:

@@ -102,6 +102,28 @@ def test_a_new_learning_rate_reuses_the_compiled_program():
     assert loop._run_jit._cache_size() == size
 
 
+def test_the_loop_does_not_check_again_what_run_checked_before_the_call():
+    """run checks tx's concrete hyperparameters on the host, so its compiled loop has none of their range
+    checks (compare and select per hyperparameter and step) and gives the same numbers as a loop with them."""
+    arguments = (quadratic, jnp.array([2.0, 1.0]), gf.adam(0.1, b1=0.8), None, None)
+    options = {"steps": 6, "record": (), "every": 1, "advance": None}
+    programs = {checked: loop._run_jit.trace(*arguments, **options, checked=checked) for checked in (False, True)}
+    selects = {checked: str(program.jaxpr).count("select_n") for checked, program in programs.items()}
+    assert selects[True] < selects[False], selects
+    with_checks, without = (loop._run_jit(*arguments, **options, checked=checked) for checked in (False, True))
+    for a, b in zip(jax.tree.leaves(with_checks), jax.tree.leaves(without)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_schedule_that_leaves_its_range_inside_the_loop_still_gives_nan():
+    """A schedule's value is computed inside the loop, so the loop checks it: b1 = 0.9 + 0.2·count is 1.1 at
+    the second step, whose update (and every later loss) is NaN; the first step is Adam's."""
+    history = run(lambda p: jnp.sum(p**2), jnp.ones(2), gf.adam(0.1, b1=lambda count: 0.9 + 0.2 * count), steps=4)
+    # Adam's first step moves each coordinate by the learning rate: p = 1 − 0.1 = 0.9, loss 2·0.81
+    np.testing.assert_allclose(np.asarray(history.loss[:2]), [2.0, 1.62], rtol=1e-6)
+    assert np.isnan(np.asarray(history.loss[2:])).all() and bool(history.diverged)
+
+
 def test_sweep_rows_equal_single_runs():
     learning_rates = jnp.array([0.01, 0.1, 0.3, 0.7])
     histories = sweep(quadratic, jnp.array([2.0, 1.0]), jax.vmap(gf.sgd)(learning_rates), steps=25,

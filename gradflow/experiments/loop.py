@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradflow import tree
-from gradflow.core import ForeignTransform, Transform, apply_updates, pytree_dataclass, static_field
+from gradflow.core import ForeignTransform, Transform, apply_updates, checked_on_host, pytree_dataclass, static_field
 from gradflow.experiments.data import Batches, is_given
 from gradflow.experiments.history import History
 from gradflow.validation import (
@@ -122,11 +122,11 @@ def run(
     >>> history.loss.shape, round(float(history.final_loss), 6)
     ((50,), 0.0)
     """
-    tx, batches, record = _check_arguments("run", loss_fn, params, tx, steps, data, record, every, early_stopping,
-                                           progress)  # fmt: skip
+    tx, batches, record, checked = _check_arguments("run", loss_fn, params, tx, steps, data, record, every,
+                                                    early_stopping, progress)  # fmt: skip
     with _progress_bar(steps if progress else 0) as advance:
         return _run_jit(loss_fn, params, tx, batches, early_stopping, steps=steps, record=record, every=every,
-                        advance=advance)  # fmt: skip
+                        advance=advance, checked=checked)  # fmt: skip
 
 
 def sweep(
@@ -157,8 +157,8 @@ def sweep(
     >>> sweep(lambda p: jnp.sum(p**2), jnp.ones(2), txs, steps=20).final_loss.shape
     (3,)
     """
-    txs, batches, record = _check_arguments("sweep", loss_fn, params, txs, steps, data, record, every,
-                                            early_stopping, progress)  # fmt: skip
+    txs, batches, record, checked = _check_arguments("sweep", loss_fn, params, txs, steps, data, record, every,
+                                                     early_stopping, progress)  # fmt: skip
     if not isinstance(txs, Transform) or isinstance(txs, ForeignTransform):
         raise TypeError("sweep: txs must be a gradflow transform whose leaves carry a batch axis, "
                         f"got {type(txs).__name__}")  # fmt: skip
@@ -169,11 +169,13 @@ def sweep(
     txs, varying = _drop_constant_batch_axes(txs)
     with _progress_bar(steps if progress else 0) as advance:
         return _sweep_jit(loss_fn, params, txs, batches, early_stopping, steps=steps, record=record, every=every,
-                          advance=advance, varying=varying)  # fmt: skip
+                          advance=advance, checked=checked, varying=varying)  # fmt: skip
 
 
 def _check_arguments(owner, loss_fn, params, tx, steps, data, record, every, early_stopping, progress):
-    """Check what :func:`run` or :func:`sweep` (``owner``) is given, before anything is traced."""
+    """Check what :func:`run` or :func:`sweep` (``owner``) is given, before anything is traced; return the
+    transform, the batches, what to record besides the loss, and whether every hyperparameter was checked
+    here (none is a tracer: ``run`` called under a transformation of ``tx``)."""
     check_callable(owner, "loss_fn", loss_fn)
     if not isinstance(tx, Transform):
         if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
@@ -197,7 +199,8 @@ def _check_arguments(owner, loss_fn, params, tx, steps, data, record, every, ear
     batches = data if data is None or isinstance(data, Batches) else Batches(data)
     call = "loss_fn(params)" if batches is None else "loss_fn(params, batch)"
     check_arity(owner, "loss_fn", loss_fn, call, 1 if batches is None else 2)
-    return tx, batches, tuple(sorted(set(record) - {"loss"}))
+    checked = not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tx))
+    return tx, batches, tuple(sorted(set(record) - {"loss"})), checked
 
 
 def _check_scalar_loss(loss_fn, params, batches):
@@ -206,8 +209,15 @@ def _check_scalar_loss(loss_fn, params, batches):
     check_scalar_output("run", "loss_fn", loss_fn, params, *example)
 
 
-def _run(loss_fn, params, tx, batches, stopping, *, steps, record, every, advance):
-    """The body of :func:`run`; traced once per structure of its arguments."""
+def _run(loss_fn, params, tx, batches, stopping, *, checked, **options):
+    """:func:`run`'s program; traced once per structure of its arguments. With ``checked`` (``tx``'s
+    hyperparameters were checked on the host), the loop does not check their ranges again at every step
+    (:func:`gradflow.core.checked_on_host`)."""
+    with checked_on_host(tx) if checked else contextlib.nullcontext():
+        return _run_body(loss_fn, params, tx, batches, stopping, **options)
+
+
+def _run_body(loss_fn, params, tx, batches, stopping, *, steps, record, every, advance):
     _check_scalar_loss(loss_fn, params, batches)
 
     def objective_and_batch(t, order):
@@ -313,13 +323,14 @@ def _first_entries(leaves):
     return [leaf[0] for leaf in leaves]
 
 
-_STATIC = ("loss_fn", "steps", "record", "every", "advance")
+_STATIC = ("loss_fn", "steps", "record", "every", "advance", "checked")
 _run_jit = jax.jit(_run, static_argnames=_STATIC)
 
 
 @functools.partial(jax.jit, static_argnames=(*_STATIC, "varying"))
-def _sweep_jit(loss_fn, params, txs, batches, stopping, *, steps, record, every, advance, varying):
-    one_run = functools.partial(_run, loss_fn, steps=steps, record=record, every=every, advance=advance)
+def _sweep_jit(loss_fn, params, txs, batches, stopping, *, steps, record, every, advance, checked, varying):
+    one_run = functools.partial(_run, loss_fn, steps=steps, record=record, every=every, advance=advance,
+                                checked=checked)  # fmt: skip
     tx_axes = jax.tree.structure(txs).unflatten([0 if v else None for v in varying])
     return jax.vmap(one_run, in_axes=(None, tx_axes, None, None))(params, txs, batches, stopping)
 

@@ -17,6 +17,7 @@ from gradflow.core import (
     EmptyState,
     Identity,
     Transform,
+    checked_inside,
     hyperparameter,
     pytree_dataclass,
     scheduled_fields,
@@ -151,8 +152,10 @@ class ScaleByLearningRate(Elementwise):
         return self._factor() * u
 
     def _factor(self) -> jax.Array:
-        # where, not maximum: the derivative with respect to the learning rate stays 1 at 0.
-        learning_rate = jnp.where(self.learning_rate < 0, 0, self.learning_rate)
+        learning_rate = self.learning_rate
+        if not checked_inside(NONNEGATIVE, learning_rate):
+            # where, not maximum: the derivative with respect to the learning rate stays 1 at 0.
+            learning_rate = jnp.where(learning_rate < 0, 0, learning_rate)
         return -learning_rate if self.flip_sign else learning_rate
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
