@@ -227,6 +227,23 @@ def check_hyperparameters(transform: Any, owner: str = "check_hyperparameters") 
     return transform
 
 
+def check_hyperparameters_before_tracing(transform: Any, owner: str) -> bool:
+    """:func:`check_hyperparameters` of ``transform``; whether it saw every value (no leaf is a tracer), so
+    that a program taking ``transform`` as an argument can trace its update under
+    :func:`gradflow.core.checked_on_host` (its loop then does not check those ranges again at every step).
+
+    >>> import gradflow
+    >>> check_hyperparameters_before_tracing(gradflow.adam(0.1), "run")
+    True
+    >>> seen = []  # under jit, the learning rate is a tracer: only the traced policy can check it
+    >>> _ = jax.jit(lambda lr: seen.append(check_hyperparameters_before_tracing(gradflow.adam(lr), "run")))(0.1)
+    >>> seen
+    [False]
+    """
+    check_hyperparameters(transform, owner)
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(transform))
+
+
 _PASSED: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 """Transforms that passed :func:`check_hyperparameters`, by identity (frozen, with immutable values): a loop
 that runs the same optimizer again is not checked again."""

@@ -153,6 +153,17 @@ def test_minimize_validates_arguments(kwargs, error, name):
         minimize(rosenbrock, jnp.array([-1.2, 1.0]), lbfgs(), **kwargs)
 
 
+def test_minimize_checks_the_optimizer_s_hyperparameters_before_it_runs():
+    """A value outside its range that skipped the factory's check (a rebuilt tree) is an error naming it,
+    as in run; the compiled loop then need not check the ranges again at every step."""
+    adam = gf.adam(0.1)
+    leaves = jax.tree.leaves(adam)
+    b1 = leaves.index(0.9)
+    bad = jax.tree.unflatten(jax.tree.structure(adam), [*leaves[:b1], 1.5, *leaves[b1 + 1 :]])
+    with pytest.raises(ValueError, match=r"minimize: b1 \(at .*decay\) must be in \[0.0, 1.0\), got 1.5"):
+        minimize(rosenbrock, jnp.array([-1.2, 1.0]), bad)
+
+
 def test_minimize_rejects_integer_start_and_non_function():
     with pytest.raises(TypeError, match="x0"):
         minimize(rosenbrock, jnp.array([1, 2]), lbfgs())

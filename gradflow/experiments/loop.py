@@ -32,7 +32,7 @@ from gradflow.validation import (
     check_callable,
     check_choice,
     check_flag,
-    check_hyperparameters,
+    check_hyperparameters_before_tracing,
     check_integer,
     check_nonnegative,
     check_scalar_output,
@@ -182,7 +182,8 @@ def _check_arguments(owner, loss_fn, params, tx, steps, data, record, every, ear
             raise TypeError(f"{owner}: tx must be a gradient transformation with init and update, "
                             f"got {type(tx).__name__}")  # fmt: skip
         tx = ForeignTransform(tx)
-    check_hyperparameters(tx, owner)  # concrete values (a batch of them in a sweep) against their ranges
+    # concrete values (a batch of them in a sweep) against their ranges
+    checked = check_hyperparameters_before_tracing(tx, owner)
     steps = check_integer(owner, "steps", steps, low=1, high=MAX_STEPS)
     every = check_integer(owner, "every", every, low=1, high=steps)
     if steps % every:
@@ -199,7 +200,6 @@ def _check_arguments(owner, loss_fn, params, tx, steps, data, record, every, ear
     batches = data if data is None or isinstance(data, Batches) else Batches(data)
     call = "loss_fn(params)" if batches is None else "loss_fn(params, batch)"
     check_arity(owner, "loss_fn", loss_fn, call, 1 if batches is None else 2)
-    checked = not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tx))
     return tx, batches, tuple(sorted(set(record) - {"loss"})), checked
 
 

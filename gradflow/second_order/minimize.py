@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable
@@ -12,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradflow import tree
-from gradflow.core import Transform, apply_updates, chain
+from gradflow.core import Transform, apply_updates, chain, checked_on_host
 from gradflow.second_order.linesearch import ends_with_linesearch, final_linesearch_state, scalar_dtype, tree_vdot
-from gradflow.validation import check_range
+from gradflow.validation import check_hyperparameters_before_tracing, check_range
 
 __all__ = ["MinimizeResult", "minimize"]
 
@@ -43,7 +44,14 @@ class MinimizeResult(NamedTuple):
     converged: jax.Array
 
 
-def _solve(tx, x0, max_steps, tol, *, fun):
+def _solve(tx, x0, max_steps, tol, *, fun, checked):
+    """:func:`minimize`'s program; with ``checked``, the loop does not check the ranges of ``tx``'s
+    hyperparameters again at every step (:func:`gradflow.core.checked_on_host`)."""
+    with checked_on_host(tx) if checked else contextlib.nullcontext():
+        return _solve_body(tx, x0, max_steps, tol, fun)
+
+
+def _solve_body(tx, x0, max_steps, tol, fun):
     grad_fn = jax.grad(fun)
     value_and_grad = jax.value_and_grad(fun)
     dtype = scalar_dtype(x0)
@@ -77,7 +85,7 @@ def _solve(tx, x0, max_steps, tol, *, fun):
     return MinimizeResult(params, value, grad_norm, steps, grad_norm < tol)
 
 
-_solve_jit = jax.jit(_solve, static_argnames="fun")
+_solve_jit = jax.jit(_solve, static_argnames=("fun", "checked"))
 
 
 def minimize(
@@ -101,7 +109,9 @@ def minimize(
 
     The loop is compiled once per ``fun`` (by identity: define it once, not as a new lambda at each
     call), tree structure of ``x0`` and of the optimizer: new starting points, new numeric hyperparameters
-    of ``tx`` (leaves), ``max_steps`` and ``tol`` reuse the compiled program.
+    of ``tx`` (leaves), ``max_steps`` and ``tol`` reuse the compiled program. ``tx``'s hyperparameters are
+    checked against their ranges before the loop is traced (an error names the argument), so the loop does
+    not check them again at every step.
 
     Args:
       fun: the objective, ``params -> scalar``, traceable by JAX.
@@ -130,6 +140,7 @@ def minimize(
         raise TypeError(f"minimize: fun must be a function params -> scalar, got {type(fun).__name__}")
     if not isinstance(tx, Transform):
         tx = chain(tx)
+    checked = check_hyperparameters_before_tracing(tx, "minimize")
     tree.check_float_leaves(x0, "x0")
     # NumPy scalars: jit takes them on its fast path (an eager jnp.asarray costs more than a small solve).
     steps_limit = np.asarray(max_steps, np.int32)
@@ -137,5 +148,5 @@ def minimize(
     try:
         hash(fun)
     except TypeError:
-        return jax.jit(functools.partial(_solve, fun=fun))(tx, x0, steps_limit, tolerance)
-    return _solve_jit(tx, x0, steps_limit, tolerance, fun=fun)
+        return jax.jit(functools.partial(_solve, fun=fun, checked=checked))(tx, x0, steps_limit, tolerance)
+    return _solve_jit(tx, x0, steps_limit, tolerance, fun=fun, checked=checked)
