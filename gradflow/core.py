@@ -362,8 +362,8 @@ before the program being traced was called (see :func:`checked_on_host`)."""
 
 
 def checked_inside(allowed: Interval, value: Any) -> bool:
-    """Whether the tracer ``value`` is a hyperparameter checked on the host against ``allowed`` (or a
-    narrower range) before the program being traced was called (:func:`checked_on_host`).
+    """Whether the tracer ``value`` is a hyperparameter that was checked on the host against ``allowed``
+    before the program being traced was called (:func:`checked_on_host`).
 
     >>> checked_inside(NONNEGATIVE, jnp.float32(0.1))  # not a tracer: not one of a checked program's arguments
     False
