@@ -220,6 +220,19 @@ def traced_b1_out_of_range_is_nan_under_jit():
     _close(step(0.5), _first_updates(gf.adam(LR, b1=0.5)))
 
 
+def traced_plateau_factor_out_of_range_makes_every_update_nan():
+    """reduce_on_plateau's factor outside (0, 1] (a "nan_updates" field) reaching a jitted step as a tracer:
+    every leaf of the updates is NaN, in float32 and in bfloat16; factor = 0.5: the updates pass unchanged."""
+    tx = lambda factor: gf.reduce_on_plateau(factor=factor)
+    grads = {**G, "b": G["b"].astype(jnp.bfloat16)}
+    step = jax.jit(lambda factor: tx(factor).update(grads, tx(0.5).init(P), P, value=jnp.float32(1.0))[0])
+    for factor in (2.0, 0.0, math.nan):
+        out = step(factor)
+        assert _all_nan(out) and out["b"].dtype == jnp.bfloat16, factor
+    for a, b in zip(jax.tree.leaves(step(0.5)), jax.tree.leaves(grads)):
+        np.testing.assert_array_equal(a, b)
+
+
 def vmapped_momentum_sweep_nan_only_outside():
     """A vmapped sweep of momentum [0.5, −3, 0.9, 1.0]: the members outside [0, 1) are NaN, the others the loop's."""
     momenta = jnp.array([0.5, -3.0, 0.9, 1.0])
@@ -339,6 +352,7 @@ def concrete_integer_arrays_are_integers():
 
 SAFE = [
     safe_probe(traced_b1_out_of_range_is_nan_under_jit, "traced-b1-out-of-range-nan-under-jit"),
+    safe_probe(traced_plateau_factor_out_of_range_makes_every_update_nan, "traced-plateau-factor-nan-updates"),
     safe_probe(vmapped_momentum_sweep_nan_only_outside, "vmapped-momentum-sweep-nan-only-outside"),
     safe_probe(vmapped_lookahead_slow_step_outside_is_nan, "vmapped-lookahead-slow-step-outside-nan"),
     safe_probe(apply_if_finite_skips_a_traced_out_of_range_step, "traced-out-of-range-apply-if-finite-skips"),
