@@ -440,6 +440,20 @@ def _update_in_range(update: Any, transform: Any, updates: Any, state: Any, para
     return jax.tree.map(poison, updates), state
 
 
+def computed_once(value: Any) -> Any:
+    """``value`` (a float scalar), which XLA computes once per step rather than in each leaf's kernel.
+
+    ``value / 1`` with a 1 known only at run time (``_one_or_nan(value == value)``: NaN stays NaN). XLA
+    copies cheap scalar operations into every fusion that reads their result; a division it computes once.
+
+    >>> float(computed_once(jnp.float32(0.25))), bool(jnp.isnan(computed_once(jnp.float32(jnp.nan))))
+    (0.25, True)
+    """
+    if not isinstance(value, jax.core.Tracer):
+        return value
+    return value / _one_or_nan(value == value, jnp.result_type(value))
+
+
 def _one_or_nan(inside: Any, dtype: Any) -> jax.Array:
     """1 where the traced bool ``inside`` holds, else NaN, as ``inside / inside`` in ``dtype`` (a float type).
 

@@ -18,6 +18,7 @@ from gradflow.core import (
     Identity,
     Transform,
     checked_inside,
+    computed_once,
     hyperparameter,
     pytree_dataclass,
     scheduled_fields,
@@ -155,7 +156,7 @@ class ScaleByLearningRate(Elementwise):
         learning_rate = self.learning_rate
         if not checked_inside(NONNEGATIVE, learning_rate):
             # where, not maximum: the derivative with respect to the learning rate stays 1 at 0.
-            learning_rate = jnp.where(learning_rate < 0, 0, learning_rate)
+            learning_rate = computed_once(jnp.where(learning_rate < 0, 0, learning_rate))
         return -learning_rate if self.flip_sign else learning_rate
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
