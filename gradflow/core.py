@@ -421,21 +421,17 @@ def _update_in_range(update: Any, transform: Any, updates: Any, state: Any, para
             replaced[name] = jnp.full_like(value, jnp.nan, float)
         else:
             # a division is computed once; a select here would be copied into every leaf's kernel
-            replaced[name] = value / _one_or_nan(inside, jnp.result_type(value))
+            replaced[name] = value / _one_or_nan(inside)
     if replaced:
         transform = dataclasses.replace(transform, **replaced)
     updates, state = update(transform, updates, state, params, **extra)
     if updates_inside is True:
         return updates, state
-    factors: dict[Any, jax.Array] = {}  # one per dtype of the updates
+    factor = _one_or_nan(updates_inside)
 
     def poison(u: Any) -> Any:
         dtype = jnp.result_type(u)
-        if not jnp.issubdtype(dtype, jnp.inexact):
-            return u
-        if dtype not in factors:
-            factors[dtype] = _one_or_nan(updates_inside, dtype)
-        return (u * factors[dtype]).astype(dtype)
+        return (u * factor).astype(dtype) if jnp.issubdtype(dtype, jnp.inexact) else u
 
     return jax.tree.map(poison, updates), state
 
@@ -451,19 +447,19 @@ def computed_once(value: Any) -> Any:
     """
     if not isinstance(value, jax.core.Tracer):
         return value
-    return value / _one_or_nan(value == value, jnp.result_type(value))
+    return value / _one_or_nan(value == value)
 
 
-def _one_or_nan(inside: Any, dtype: Any) -> jax.Array:
-    """1 where the traced bool ``inside`` holds, else NaN, as ``inside / inside`` in ``dtype`` (a float type).
+def _one_or_nan(inside: Any) -> jax.Array:
+    """1 where the traced bool ``inside`` holds, else NaN (``0 / 0``), weakly typed: dividing by it keeps the
+    dividend's dtype.
 
-    ``value / _one_or_nan(inside, dtype)`` is ``jnp.where(inside, value, nan)`` (``x / 1`` is exactly ``x``),
+    ``value / _one_or_nan(inside)`` is ``jnp.where(inside, value, nan)`` (``x / 1`` is exactly ``x``),
     computed once per step. XLA copies cheap scalar operations (a compare, a select) into every fusion that
     reads their result, one fusion per leaf: a model of 2,000 leaves compiled each range check 2,000 times,
     and its compile time grew with it. A division it computes once and passes on.
     """
-    dtype = dtype if jnp.issubdtype(dtype, jnp.inexact) else jnp.result_type(float)
-    flag = jnp.asarray(inside, dtype)
+    flag = jnp.where(inside, 1.0, 0.0)
     return flag / flag
 
 

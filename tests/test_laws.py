@@ -193,18 +193,21 @@ def test_chain_identity_and_associativity(name):
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_updates_have_gradient_dtype(name, dtype):
-    """Law 6: updates come back in the gradient's dtype; apply_updates keeps each parameter's dtype."""
+    """Law 6: updates come back in the gradient's dtype, with the optimizer closed over or an argument (its
+    hyperparameters traced, range checks included); apply_updates keeps each parameter's dtype."""
     tx = OPTIMIZERS[name](LR)
     params = make_params(dtype)
+
+    def updates_of(tx, params):
+        return tx.update(grad(params), tx.init(params), params, grad_fn=grad, value=loss(params), value_fn=loss)[0]
+
     # dtypes follow from tracing alone: eval_shape runs nothing
-    updates, _ = jax.eval_shape(
-        lambda params: tx.update(
-            grad(params), tx.init(params), params, grad_fn=grad, value=loss(params), value_fn=loss
-        ),
-        params,
-    )
-    for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)):
-        assert u.dtype == p.dtype
+    for updates in (
+        jax.eval_shape(lambda params: updates_of(tx, params), params),
+        jax.eval_shape(updates_of, tx, params),
+    ):
+        for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)):
+            assert u.dtype == p.dtype
     mixed = {"a": jnp.ones(2, jnp.bfloat16), "b": jnp.ones(2, jnp.float32)}
     applied = gf.apply_updates(mixed, {"a": jnp.full(2, 0.1, jnp.float32), "b": jnp.full(2, 0.1, jnp.bfloat16)})
     assert applied["a"].dtype == jnp.bfloat16 and applied["b"].dtype == jnp.float32
