@@ -379,8 +379,8 @@ def checked_on_host(transform: Any) -> Iterator[None]:
     range check for those declared hyperparameters (each tracer, against the range it was checked for).
 
     Values computed inside the program (a schedule's, an injected one) are other tracers and keep the check.
-    :func:`gradflow.experiments.run` and ``sweep`` trace their loop so: their compiled step does the same
-    arithmetic as a step that closes over the optimizer.
+    :func:`gradflow.experiments.run`, ``sweep`` and :func:`gradflow.second_order.minimize` trace their loop
+    so: like a step that closes over the optimizer, theirs computes no range check at each step.
 
     >>> import contextlib, gradflow
     >>> def operations(tx, trusted):
