@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradflow import tree
+from gradflow import arith, tree
 
 __all__ = [
     "Chain",
@@ -794,7 +794,7 @@ def apply_updates(params: Any, updates: Any) -> Any:
     """
     tree.check_float_leaves(params)
     return tree.map(
-        lambda p, u: jnp.asarray(p + u).astype(jnp.result_type(p)) if u is not None else p,
+        lambda p, u: tree._astype(arith.add(p, u), jnp.result_type(p)) if u is not None else p,
         params,
         updates,
         names=("params", "updates"),

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradflow import arith
 from gradflow._optax_reexport import lazy_reexport
 
 __all__ = [
@@ -412,7 +413,7 @@ def _sum_of_squares(x: jax.Array) -> jax.Array:
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     if jnp.iscomplexobj(x):
         return jnp.sum(jnp.real(x * jnp.conj(x)))
-    return jnp.sum(jnp.square(x))
+    return jnp.sum(arith.square(x))
 
 
 def global_norm(tree: Any) -> jax.Array:

@@ -11,18 +11,18 @@ from typing import Any, Literal
 
 import jax.numpy as jnp
 
-from gradflow import tree
+from gradflow import arith, tree
 from gradflow.core import UNIT_CLOSED, Transform, chain, hyperparameter, pytree_dataclass, static_field
 from gradflow.validation import check_range
 
 __all__ = ["Combine", "difference", "interpolate", "product", "ratio", "total"]
 
 _OPS = {
-    "divide": lambda a, b, w: a / b,
-    "multiply": lambda a, b, w: a * b,
-    "add": lambda a, b, w: a + b,
-    "subtract": lambda a, b, w: a - b,
-    "interpolate": lambda a, b, w: w * a + (1 - w) * b,
+    "divide": lambda a, b, w: arith.div(a, b),
+    "multiply": lambda a, b, w: arith.mul(a, b),
+    "add": lambda a, b, w: arith.add(a, b),
+    "subtract": lambda a, b, w: arith.sub(a, b),
+    "interpolate": lambda a, b, w: arith.add(arith.mul(w, a), arith.mul(arith.sub(1, w), b)),
 }
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradflow import tree
+from gradflow import arith, tree
 from gradflow.core import (
     NONNEGATIVE,
     REAL,
@@ -69,7 +69,7 @@ class Square(Elementwise):
     """``u ← u²`` (``|u|²`` for complex updates)."""
 
     def apply(self, u: Any) -> jax.Array:
-        return jnp.real(u * jnp.conj(u)) if jnp.iscomplexobj(u) else jnp.square(u)
+        return jnp.real(u * jnp.conj(u)) if jnp.iscomplexobj(u) else arith.square(u)
 
 
 @pytree_dataclass
@@ -112,7 +112,8 @@ class Root(Elementwise):
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         eps, eps_root = tree.promote_once(self.eps), tree.promote_once(self.eps_root)  # once per dtype, not leaf
-        out = tree.map(lambda u: tree._astype(jnp.sqrt(u + eps_root(u)) + eps(u), jnp.result_type(u)), updates)
+        root = lambda u: arith.add(arith.sqrt(arith.add(u, eps_root(u))), eps(u))
+        out = tree.map(lambda u: tree._astype(root(u), jnp.result_type(u)), updates)
         return out, state
 
 
@@ -169,7 +170,7 @@ class ScaleByLearningRate(Elementwise):
             wide = jnp.result_type(factor, u)
             if wide not in cast:
                 cast[wide] = factor.astype(wide)
-            return tree._astype(cast[wide] * u, jnp.result_type(u))
+            return tree._astype(arith.mul(cast[wide], u), jnp.result_type(u))
 
         return tree.map(scaled, updates), state
 

@@ -11,7 +11,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradflow import tree
+from gradflow import arith, tree
 from gradflow.core import (
     NONNEGATIVE,
     REAL,
@@ -157,8 +157,12 @@ class EWMA(Transform):
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         # Each hyperparameter converted once per dtype, not once per leaf (the same numbers as ``decay * m``).
         decay, weight = tree.promote_once(self.decay), tree.promote_once(self._weight())
-        mean = tree.map(lambda u, m: decay(m) * m + weight(u) * u, updates, state.mean, names=("updates", "state.mean"))
-        out = tree.map(lambda u, m: decay(m) * m + weight(u) * u, updates, mean) if self.nesterov else mean
+
+        def step(u, m):
+            return arith.add(arith.mul(decay(m), m), arith.mul(weight(u), u))
+
+        mean = tree.map(step, updates, state.mean, names=("updates", "state.mean"))
+        out = tree.map(step, updates, mean) if self.nesterov else mean
         return tree.cast_like(out, updates), EWMAState(tree.cast_like(mean, state.mean))
 
 
@@ -186,7 +190,7 @@ class BiasCorrection(Transform):
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         count = tree.saturating_increment(state.count)
         correction = tree.cast_once(_one_minus_power(self.decay, count + self.step_offset))
-        out = tree.map(lambda u: u / correction(u), updates)
+        out = tree.map(lambda u: arith.div(u, correction(u)), updates)
         return out, CountState(count)
 
 

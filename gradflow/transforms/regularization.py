@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradflow import tree
+from gradflow import arith, tree
 from gradflow.core import NONNEGATIVE, EmptyState, Transform, hyperparameter, pytree_dataclass, static_field
 from gradflow.layout import composite
 from gradflow.validation import check_nonnegative
@@ -76,7 +76,9 @@ class AddDecayedWeights(Transform):
         if params is None:
             raise ValueError("add_decayed_weights needs the parameters: call update(updates, state, params)")
         weight_decay = tree.promote_once(self.weight_decay)  # once per dtype, not per leaf
-        decayed = tree.map(lambda u, p: u + weight_decay(p) * p, updates, params, names=("updates", "params"))
+        decayed = tree.map(
+            lambda u, p: arith.add(u, arith.mul(weight_decay(p), p)), updates, params, names=("updates", "params")
+        )
         if self.mask is not None:
             structure: Any  # a jaxlib PyTreeDef, which has no type stubs
             structure = jax.tree.structure(updates, is_leaf=lambda x: x is None)
@@ -134,7 +136,7 @@ def _scaled(u: Any, factor: jax.Array, finite: jax.Array, factors: dict[Any, jax
     wide = jnp.promote_types(u.dtype, factor.dtype)
     if wide not in factors:
         factors[wide] = factor.astype(wide)
-    return jnp.where(finite, tree._astype(u, wide) * factors[wide], 0).astype(u.dtype)
+    return jnp.where(finite, arith.mul(tree._astype(u, wide), factors[wide]), 0).astype(u.dtype)
 
 
 def _rescaled_global_norm(updates: Any, dtype: Any) -> jax.Array:
