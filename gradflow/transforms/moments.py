@@ -204,7 +204,7 @@ class Accumulate(Transform):
         return SumState(tree.full_like(params, self.initial))
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
-        total = tree.map(lambda u, s: s + u, updates, state.total, names=("updates", "state.total"))
+        total = tree.map(lambda u, s: arith.add(s, u), updates, state.total, names=("updates", "state.total"))
         return tree.cast_like(total, updates), SumState(tree.cast_like(total, state.total))
 
 
@@ -223,7 +223,10 @@ class RunningMax(Transform):
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
         maximum = tree.map(
-            lambda u, v: jnp.maximum(self.decay * v, u), updates, state.maximum, names=("updates", "state.maximum")
+            lambda u, v: jnp.maximum(arith.mul(self.decay, v), u),
+            updates,
+            state.maximum,
+            names=("updates", "state.maximum"),
         )
         return tree.cast_like(maximum, updates), MaxState(tree.cast_like(maximum, state.maximum))
 
@@ -240,15 +243,21 @@ class InterpolatedMomentum(Transform):
         return EWMAState(tree.zeros_like(params, self.dtype))
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
-        b1, b2 = self.b1, self.b2  # 1 − b in double for Python numbers, as optax (see EWMA._weight)
-        out = tree.map(lambda u, m: (1 - b1) * u + b1 * m, updates, state.mean, names=("updates", "state.mean"))
-        mean = tree.map(lambda u, m: (1 - b2) * u + b2 * m, updates, state.mean)
+        b1, b2 = self.b1, self.b2
+        w1, w2 = 1 - b1, 1 - b2  # in double for Python numbers, as optax (see EWMA._weight); once, not per leaf
+        out = tree.map(
+            lambda u, m: arith.add(arith.mul(w1, u), arith.mul(b1, m)),
+            updates,
+            state.mean,
+            names=("updates", "state.mean"),
+        )
+        mean = tree.map(lambda u, m: arith.add(arith.mul(w2, u), arith.mul(b2, m)), updates, state.mean)
         return tree.cast_like(out, updates), EWMAState(tree.cast_like(mean, state.mean))
 
 
 def _abs_square(x: jax.Array) -> jax.Array:
     """|x|²: x² for real x, x·conj(x) (real) for complex x."""
-    return jnp.real(x * jnp.conj(x)) if jnp.iscomplexobj(x) else jnp.square(x)
+    return jnp.real(x * jnp.conj(x)) if jnp.iscomplexobj(x) else arith.square(x)
 
 
 @pytree_dataclass
@@ -265,11 +274,18 @@ class ScaleByUpdateRMS(Transform):
         return UpdateRMSState(tree.zeros_like(params))
 
     def update(self, updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
+        eps = self.eps
         out = tree.map(
-            lambda u, s: jnp.sqrt(s + self.eps) * u, updates, state.mean_square, names=("updates", "state.mean_square")
+            lambda u, s: arith.mul(arith.sqrt(arith.add(s, eps)), u),
+            updates,
+            state.mean_square,
+            names=("updates", "state.mean_square"),
         )
-        decay = self.decay  # 1 − decay in double for a Python number, as optax (see EWMA._weight)
-        mean_square = tree.map(lambda o, s: decay * s + (1 - decay) * _abs_square(o), out, state.mean_square)
+        decay = self.decay
+        weight = 1 - decay  # in double for a Python number, as optax (see EWMA._weight); once, not per leaf
+        mean_square = tree.map(
+            lambda o, s: arith.add(arith.mul(decay, s), arith.mul(weight, _abs_square(o))), out, state.mean_square
+        )
         return tree.cast_like(out, updates), UpdateRMSState(tree.cast_like(mean_square, state.mean_square))
 
 
