@@ -213,7 +213,7 @@ def _run(loss_fn, params, tx, batches, stopping, *, checked, **options):
     """:func:`run`'s program; traced once per structure of its arguments. With ``checked`` (``tx``'s
     hyperparameters were checked on the host), the loop does not check their ranges again at every step
     (:func:`gradflow.core.checked_on_host`)."""
-    with checked_on_host(tx) if checked else contextlib.nullcontext():
+    with checked_on_host(tx, checked):
         return _run_body(loss_fn, params, tx, batches, stopping, **options)
 
 

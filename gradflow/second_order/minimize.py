@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from collections.abc import Callable
@@ -47,7 +46,7 @@ class MinimizeResult(NamedTuple):
 def _solve(tx, x0, max_steps, tol, *, fun, checked):
     """:func:`minimize`'s program; with ``checked``, the loop does not check the ranges of ``tx``'s
     hyperparameters again at every step (:func:`gradflow.core.checked_on_host`)."""
-    with checked_on_host(tx) if checked else contextlib.nullcontext():
+    with checked_on_host(tx, checked):
         return _solve_body(tx, x0, max_steps, tol, fun)
 
 
