@@ -396,7 +396,11 @@ def checked_on_host(transform: Any, checked: bool = True) -> Iterator[None]:
         yield
         return
     fields = hyperparameter_fields(transform)
-    values = {id(f.value): (f.value, f.allowed) for f in fields if f.allowed is not None}
+    values = {
+        id(f.value): (f.value, f.allowed)
+        for f in fields
+        if f.allowed is not None and isinstance(f.value, jax.core.Tracer)
+    }
     token = _CHECKED_ON_HOST.set({**_CHECKED_ON_HOST.get(), **values})
     try:
         yield

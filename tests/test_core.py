@@ -133,3 +133,13 @@ def test_global_norm_matches_numpy():
     tree = {"a": rng.normal(size=(3, 4)), "b": [rng.normal(size=5), None]}
     expected = np.sqrt(np.sum(tree["a"] ** 2) + np.sum(tree["b"][0] ** 2))
     np.testing.assert_allclose(gf.tree.global_norm(jax.tree.map(jnp.asarray, tree)), expected, rtol=1e-6)
+
+
+def test_checked_on_host_leaves_concrete_values_to_the_eager_path():
+    """The context marks tracers only: an eager update of concrete values under it computes as without it."""
+    tx, g = gf.adam(0.1), jnp.array([0.5, -2.0])
+    with gf.core.checked_on_host(tx):
+        inside = tx.update(g, tx.init(g))[0]
+    np.testing.assert_array_equal(inside, tx.update(g, tx.init(g))[0])
+    reference = optax.adam(0.1)
+    np.testing.assert_allclose(inside, reference.update(g, reference.init(g))[0], rtol=1e-6)

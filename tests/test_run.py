@@ -102,6 +102,30 @@ def test_a_new_learning_rate_reuses_the_compiled_program():
     assert loop._run_jit._cache_size() == size
 
 
+def test_run_converts_an_optimizers_numbers_once_and_never_reuses_a_stale_copy():
+    """The device copy of an optimizer's Python numbers is made once per optimizer object and dies with it;
+    an optimizer holding a NumPy array (which can be written in place) is converted at every call."""
+    start, tx = jnp.array([2.0, 1.0]), gf.sgd(0.1)
+    first = run(quadratic, start, tx, steps=3)
+    assert loop._on_device(tx) is loop._on_device(tx)
+    with jax.enable_x64(True):  # a Python float is float64 there: another copy
+        assert jax.tree.leaves(loop._on_device(tx))[0].dtype == jnp.float64
+    second = run(quadratic, start, tx, steps=3)
+    np.testing.assert_array_equal(first.final_params, second.final_params)
+    key = (id(tx), jax.dtypes.canonicalize_dtype(np.float64))
+    del tx
+    assert key not in loop._ON_DEVICE
+    # gradient descent from p: p − η(Ap − b), in float64, for η = 0.1 and then η = 0.2 written into the array
+    learning_rate = np.array(0.1, np.float32)
+    tx = gf.sgd(learning_rate)
+    for value in (0.1, 0.2):
+        learning_rate[...] = value
+        p = np.array([2.0, 1.0])
+        for _ in range(3):
+            p = p - value * (A @ p - B)
+        np.testing.assert_allclose(run(quadratic, start, tx, steps=3).final_params, p, rtol=1e-6, atol=1e-6)
+
+
 def test_the_loop_does_not_check_again_what_run_checked_before_the_call():
     """run checks tx's concrete hyperparameters on the host, so its compiled loop has none of their range
     checks (compare and select per hyperparameter and step) and gives the same numbers as a loop with them."""
