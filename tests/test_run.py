@@ -107,14 +107,14 @@ def test_run_converts_an_optimizers_numbers_once_and_never_reuses_a_stale_copy()
     an optimizer holding a NumPy array (which can be written in place) is converted at every call."""
     start, tx = jnp.array([2.0, 1.0]), gf.sgd(0.1)
     first = run(quadratic, start, tx, steps=3)
-    assert loop._on_device(tx) is loop._on_device(tx)
+    assert loop._once_per_optimizer(jax.device_put, tx) is loop._once_per_optimizer(jax.device_put, tx)
     with jax.enable_x64(True):  # a Python float is float64 there: another copy
-        assert jax.tree.leaves(loop._on_device(tx))[0].dtype == jnp.float64
+        assert jax.tree.leaves(loop._once_per_optimizer(jax.device_put, tx))[0].dtype == jnp.float64
     second = run(quadratic, start, tx, steps=3)
     np.testing.assert_array_equal(first.final_params, second.final_params)
-    key = (id(tx), jax.dtypes.canonicalize_dtype(np.float64))
+    key = (id(tx), jax.device_put, jax.dtypes.canonicalize_dtype(np.float64))
     del tx
-    assert key not in loop._ON_DEVICE
+    assert key not in loop._PER_OPTIMIZER
     # gradient descent from p: p − η(Ap − b), in float64, for η = 0.1 and then η = 0.2 written into the array
     learning_rate = np.array(0.1, np.float32)
     tx = gf.sgd(learning_rate)
@@ -157,6 +157,21 @@ def test_sweep_rows_equal_single_runs():
         single = run(quadratic, jnp.array([2.0, 1.0]), gf.sgd(float(lr)), steps=25, record=("params",))
         for ours, theirs in zip(jax.tree.leaves(histories[i]), jax.tree.leaves(single)):
             np.testing.assert_allclose(ours, theirs, rtol=2e-6, atol=1e-7)
+
+
+def test_sweep_prepares_a_batch_once_and_rereads_numpy_leaves_at_every_call():
+    """The batch axes sweep drops are found once per batch of jax arrays; NumPy leaves are read at every call
+    (here a momentum equal across the batch, whose axis is dropped, then changed in place)."""
+    start, txs = jnp.array([2.0, 1.0]), jax.vmap(gf.sgd)(jnp.array([0.1, 0.2]), jnp.array([0.5, 0.5]))
+    prepared = loop._once_per_optimizer(loop._drop_constant_batch_axes, txs)
+    assert loop._once_per_optimizer(loop._drop_constant_batch_axes, txs) is prepared
+    numpy_txs = jax.tree.map(np.array, txs)
+    learning_rates, momenta = gf.get_hyperparam(numpy_txs, "learning_rate"), gf.get_hyperparam(numpy_txs, "momentum")
+    for second in (0.5, 0.9):  # the second run's momentum, written into the array between the sweeps
+        momenta[1] = second
+        final = sweep(quadratic, start, numpy_txs, steps=3).final_params
+        for row, lr, momentum in zip(final, learning_rates, momenta):
+            np.testing.assert_allclose(row, numpy_heavy_ball([2.0, 1.0], lr, momentum, 3)[3], rtol=1e-6, atol=1e-6)
 
 
 def test_optimizer_grid_is_the_product_of_its_axes_in_order():

@@ -126,7 +126,7 @@ def run(
     tx, batches, record, checked = _check_arguments("run", loss_fn, params, tx, steps, data, record, every,
                                                     early_stopping, progress)  # fmt: skip
     if checked:
-        tx = _on_device(tx)
+        tx = _once_per_optimizer(jax.device_put, tx)
     with _progress_bar(steps if progress else 0) as advance:
         return _run_jit(loss_fn, params, tx, batches, early_stopping, steps=steps, record=record, every=every,
                         advance=advance, checked=checked)  # fmt: skip
@@ -169,7 +169,7 @@ def sweep(
     if len(sizes) != 1 or None in sizes:
         raise ValueError(f"sweep: every hyperparameter leaf of txs needs the same leading batch axis, got sizes "
                          f"{sizes}; build the batch with jax.vmap(factory)(values) or optimizer_grid")  # fmt: skip
-    txs, varying = _drop_constant_batch_axes(txs)
+    txs, varying = _once_per_optimizer(_drop_constant_batch_axes, txs)
     with _progress_bar(steps if progress else 0) as advance:
         return _sweep_jit(loss_fn, params, txs, batches, early_stopping, steps=steps, record=record, every=every,
                           advance=advance, checked=checked, varying=varying)  # fmt: skip
@@ -206,37 +206,42 @@ def _check_arguments(owner, loss_fn, params, tx, steps, data, record, every, ear
     return tx, batches, tuple(sorted(set(record) - {"loss"})), checked
 
 
-_ON_DEVICE: dict[tuple[int, Any], tuple[weakref.ref, Any]] = {}
-"""``(id(tx), dtype of a Python float) -> (weak reference to tx, tx with device-array leaves)``: see
-:func:`_on_device`."""
+_PER_OPTIMIZER: dict[tuple[int, Callable, Any], tuple[weakref.ref, Any]] = {}
+"""``(id(tx), prepare, dtype of a Python float) -> (weak reference to tx, prepare(tx))``: see
+:func:`_once_per_optimizer`."""
 
 
-def _on_device(tx: Any) -> Any:
-    """``tx`` with its Python-number hyperparameters as device arrays, converted once per optimizer object.
+def _once_per_optimizer(prepare: Callable[[Any], Any], tx: Any) -> Any:
+    """``prepare(tx)``, computed once per optimizer object whose leaves cannot change.
 
-    ``jit`` converts every Python-number argument at every call (about 1 µs each on CPU, 9 for Adam);
-    running the same optimizer again reuses the copy, which has the same dtypes and weak types, so the
-    compiled program is the same. Only optimizers whose leaves cannot change are kept (Python numbers and
-    jax arrays: a NumPy leaf could be written in place); a copy lives as long as its optimizer.
+    Those are Python numbers and jax arrays (a NumPy leaf could be written in place, so such an optimizer is
+    prepared at every call). A result lives as long as its optimizer, and is kept apart under x64, where a
+    Python float is float64. :func:`run` keeps its optimizer's hyperparameters on the device so (``jit``
+    converts every Python-number argument at every call, about 1 µs each on CPU, 9 for Adam), and
+    :func:`sweep` the batch axes it drops.
 
     >>> import gradflow as gf
     >>> tx = gf.sgd(0.1)
-    >>> leaf = jax.tree.leaves(_on_device(tx))[0]
-    >>> type(leaf).__name__ == "ArrayImpl", leaf.weak_type, _on_device(tx) is _on_device(tx)
-    (True, True, True)
+    >>> leaf = jax.tree.leaves(_once_per_optimizer(jax.device_put, tx))[0]
+    >>> type(leaf).__name__ == "ArrayImpl", leaf.weak_type  # the dtype and weak type of a Python float's
+    (True, True)
+    >>> _once_per_optimizer(jax.device_put, tx) is _once_per_optimizer(jax.device_put, tx)
+    True
     """
-    key = (id(tx), jax.dtypes.canonicalize_dtype(np.float64))  # a Python float is float64 under x64
-    cached = _ON_DEVICE.get(key)
+    key = (id(tx), prepare, jax.dtypes.canonicalize_dtype(np.float64))
+    cached = _PER_OPTIMIZER.get(key)
     if cached is not None and cached[0]() is tx:
         return cached[1]
-    if not all(type(leaf) in (float, int) or isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(tx)):
-        return tx
-    try:
-        reference = weakref.ref(tx, lambda _: _ON_DEVICE.pop(key, None))
-    except TypeError:  # an object without weak references: converted at every call
-        return tx
-    _ON_DEVICE[key] = (reference, jax.device_put(tx))
-    return _ON_DEVICE[key][1]
+    prepared = prepare(tx)
+    if all(_immutable(leaf) for leaf in jax.tree.leaves(tx)):
+        with contextlib.suppress(TypeError):  # an object without weak references is prepared at every call
+            _PER_OPTIMIZER[key] = (weakref.ref(tx, lambda _: _PER_OPTIMIZER.pop(key, None)), prepared)
+    return prepared
+
+
+def _immutable(leaf: Any) -> bool:
+    """Whether ``leaf`` is a Python number or a concrete jax array: a value nothing can write in place."""
+    return type(leaf) in (float, int) or (isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer))
 
 
 def _check_scalar_loss(loss_fn, params, batches):
