@@ -30,12 +30,16 @@ def summarize(samples: list[float]) -> dict:
     return {"median_s": statistics.median(samples), "min_s": min(samples), "samples_s": samples}
 
 
-def interleaved(calls: dict[str, Callable[[], object]], repeats: int, warmup: int = WARMUP) -> dict[str, dict]:
+def interleaved(
+    calls: dict[str, Callable[[], object]], repeats: int, warmup: int = WARMUP, per_sample: int = 1
+) -> dict[str, dict]:
     """Wall time of each ``calls[name]()`` (each call must wait for its own result), measured in rounds.
 
-    Round ``r`` calls every entry once, starting at entry ``r mod n``; the first ``warmup`` rounds are not counted
-    (the very first call of each entry is kept apart as ``first_call_s``). Returns, per name, the median, the
-    minimum and every counted sample.
+    Round ``r`` calls every entry ``per_sample`` times in a row, starting at entry ``r mod n``, and takes the mean
+    of those calls as one sample (a call of a few hundred µs, timed alone right after another library's, measures
+    cold caches and timer jitter more than the call). The first ``warmup`` rounds are not counted (the very first
+    call of each entry is kept apart as ``first_call_s``). Returns, per name, the median, the minimum and every
+    counted sample, each per call.
     """
     names = list(calls)
     samples: dict[str, list[float]] = {name: [] for name in names}
@@ -43,10 +47,14 @@ def interleaved(calls: dict[str, Callable[[], object]], repeats: int, warmup: in
     for round_ in range(warmup + repeats):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
+            if name not in first:
+                start = time.perf_counter()
+                calls[name]()
+                first[name] = time.perf_counter() - start
             start = time.perf_counter()
-            calls[name]()
-            elapsed = time.perf_counter() - start
-            first.setdefault(name, elapsed)
+            for _ in range(per_sample):
+                calls[name]()
+            elapsed = (time.perf_counter() - start) / per_sample
             if round_ >= warmup:
                 samples[name].append(elapsed)
     return {name: {**summarize(samples[name]), "first_call_s": first[name]} for name in names}

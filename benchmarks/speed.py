@@ -83,21 +83,23 @@ VARIANTS = {
 
 PROFILES = {
     "quick": {
-        "loop_calls": 200, "loop_repeats": 5, "run_steps": 2000, "run_repeats": 5, "configs": 256,
-        "sweep_repeats": 5, "layouts": [(100, 8192), (1, 1_000_000)], "step_repeats": 10,
-        "compile_leaves": [100], "compile_repeats": {100: 1}, "compile_size": 8192, "budget_s": 300,
+        "loop_calls": 200, "loop_repeats": 5, "run_steps": 2000, "run_repeats": 5, "run_per_sample": 10,
+        "configs": 256, "sweep_repeats": 5, "sweep_per_sample": 2, "layouts": [(100, 8192), (1, 1_000_000)],
+        "step_repeats": 10, "compile_leaves": [100], "compile_repeats": {100: 1}, "compile_size": 8192,
+        "budget_s": 300,
     },
     "full": {
-        "loop_calls": 2000, "loop_repeats": 5, "run_steps": 2000, "run_repeats": 15, "configs": 256,
-        "sweep_repeats": 7, "layouts": [(500, 8192), (1, 16_000_000)], "step_repeats": 20,
-        "compile_leaves": [500, 2000], "compile_repeats": {500: 3, 2000: 1}, "compile_size": 8192,
-        "trace_only": [("adam", 2000)], "budget_s": 720,
+        "loop_calls": 2000, "loop_repeats": 5, "run_steps": 2000, "run_repeats": 15, "run_per_sample": 10,
+        "configs": 256, "sweep_repeats": 7, "sweep_per_sample": 3, "layouts": [(500, 8192), (1, 16_000_000)],
+        "step_repeats": 20, "compile_leaves": [500, 2000], "compile_repeats": {500: 3, 2000: 1},
+        "compile_size": 8192, "trace_only": [("adam", 2000)], "budget_s": 720,
     },
     "gpu": {
-        "loop_calls": 2000, "loop_repeats": 5, "run_steps": 2000, "run_repeats": 15, "configs": 256,
-        "sweep_repeats": 7, "layouts": [(500, 8192), (1, 16_000_000), (1, 256_000_000)],
-        "step_repeats": 50, "compile_leaves": [500, 2000], "compile_repeats": {500: 2, 2000: 1},
-        "compile_size": 8192, "trace_only": [("adam", 2000)], "budget_s": 330,
+        "loop_calls": 2000, "loop_repeats": 5, "run_steps": 2000, "run_repeats": 15, "run_per_sample": 10,
+        "configs": 256, "sweep_repeats": 7, "sweep_per_sample": 3,
+        "layouts": [(500, 8192), (1, 16_000_000), (1, 256_000_000)], "step_repeats": 50,
+        "compile_leaves": [500, 2000], "compile_repeats": {500: 2, 2000: 1}, "compile_size": 8192,
+        "trace_only": [("adam", 2000)], "budget_s": 330,
     },
 }  # fmt: skip
 
@@ -246,8 +248,9 @@ def run_rows(profile, repeats, results) -> list[dict]:
     long = 10 * steps  # the same run 10 times longer: what a step costs once run's fixed cost per call is spread
     calls["optax, long"] = optax_scan(jnp.float32(1e-2), long)
     calls["gradflow, long"] = lambda: jax.block_until_ready(run(ROSENBROCK.fn, params, tx, steps=long))
-    timed = interleaved(calls, repeats or profile["run_repeats"])
-    results["samples"]["run"] = {"steps": steps, "long_steps": long, **timed}
+    per_sample = profile["run_per_sample"]
+    timed = interleaved(calls, repeats or profile["run_repeats"], per_sample=per_sample)
+    results["samples"]["run"] = {"steps": steps, "long_steps": long, "calls_per_sample": per_sample, **timed}
     mode = f"whole run in one program, per step (`lax.scan` vs `experiments.run`, {steps:,} steps)"
     note = (
         "both "
@@ -273,8 +276,9 @@ def sweep_rows(profile, repeats, results) -> list[dict]:
         "optax": optax_scan(jnp.asarray(grid.values["learning_rate"], jnp.float32), steps),
         "gradflow": lambda: jax.block_until_ready(sweep(ROSENBROCK.fn, params, grid.txs, steps=steps)),
     }
-    timed = interleaved(calls, repeats or profile["sweep_repeats"])
-    results["samples"]["sweep"] = {"steps": steps, "configs": configs, **timed}
+    per_sample = profile["sweep_per_sample"]
+    timed = interleaved(calls, repeats or profile["sweep_repeats"], per_sample=per_sample)
+    results["samples"]["sweep"] = {"steps": steps, "configs": configs, "calls_per_sample": per_sample, **timed}
     mode = f"sweep of {configs} learning rates, per config-step (vmap + inject_hyperparams vs `experiments.sweep`)"
     per = [timed[n]["median_s"] / (steps * configs) for n in ("optax", "gradflow")]
     return [line(mode, *per, "s", 0.9, "both " + RECORDS.replace("records", "record", 1), "sweep")]

@@ -61,3 +61,17 @@ def test_state_dtype_does_not_drift_with_float32_array_hyperparameters():
 
     state, updates = jax.lax.scan(body, tx.init(params), length=3)
     assert updates.dtype == jnp.bfloat16 and state[0].trace.dtype == jnp.bfloat16
+
+
+def test_a_python_learning_rate_is_rounded_once_to_a_bfloat16_gradient():
+    """η = 1 + 2⁻⁸ + 2⁻³⁰ lies just above a bfloat16 tie; rounded through float32 it falls on the tie and goes to
+    1. The step −η·g for g = 1 is the correctly rounded −η, eager and jitted alike (optax's jitted step too)."""
+    learning_rate = 1 + 2**-8 + 2**-30
+    expected = np.full(3, -learning_rate).astype(jnp.bfloat16)  # ml_dtypes rounds the double once
+    assert float(expected[0]) != -1.0
+    g, tx, reference = jnp.ones(3, jnp.bfloat16), gf.sgd(learning_rate), optax.sgd(learning_rate)
+    eager = tx.update(g, tx.init(g))[0]
+    jitted, optax_jitted = (jax.jit(lambda g, t=t: t.update(g, t.init(g))[0])(g) for t in (tx, reference))
+    for updates in (eager, jitted, optax_jitted):
+        assert updates.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(np.asarray(updates), expected)

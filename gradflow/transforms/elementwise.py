@@ -153,9 +153,11 @@ class ScaleByLearningRate(Elementwise):
     def apply(self, u: Any) -> jax.Array:
         return self._factor() * u
 
-    def _factor(self) -> jax.Array:
+    def _factor(self) -> Any:
         learning_rate = self.learning_rate
-        if not checked_inside(NONNEGATIVE, learning_rate):
+        if type(learning_rate) in (float, int):  # known now: nothing to trace (NaN stays NaN)
+            learning_rate = 0.0 if learning_rate < 0 else learning_rate
+        elif not checked_inside(NONNEGATIVE, learning_rate):
             # where, not maximum: the derivative with respect to the learning rate stays 1 at 0.
             learning_rate = computed_once(jnp.where(learning_rate < 0, 0, learning_rate))
         return -learning_rate if self.flip_sign else learning_rate
@@ -168,8 +170,8 @@ class ScaleByLearningRate(Elementwise):
 
         def scaled(u: Any) -> jax.Array:
             wide = jnp.result_type(factor, u)
-            if wide not in cast:
-                cast[wide] = factor.astype(wide)
+            if wide not in cast:  # a Python number is rounded once, straight to the leaf's dtype (as optax's is)
+                cast[wide] = jnp.asarray(factor, wide)
             return tree._astype(arith.mul(cast[wide], u), jnp.result_type(u))
 
         return tree.map(scaled, updates), state
